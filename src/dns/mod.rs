@@ -13,11 +13,17 @@
 
 pub mod claims;
 pub mod diff;
+pub mod server;
+pub mod watch;
 pub mod zone;
 
 pub use claims::{claim_winner, is_winner, winning_claims};
 pub use diff::{Change, Plan, plan};
+pub use server::{DnsServer, ZoneHandle, serve};
+pub use watch::watch_domains;
 pub use zone::{RData, RecordType, RrSet, Zone, ZoneConfig, desired_zone};
+
+use std::net::SocketAddr;
 
 /// What went wrong in the DNS subsystem; each variant names the failed action.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,19 @@ pub enum Error {
         value: String,
         reason: String,
     },
+    /// The embedded server could not bind its socket.
+    #[error("binding the DNS server to {addr} ({protocol}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        protocol: &'static str,
+        source: std::io::Error,
+    },
+    /// The embedded server's sockets failed while serving.
+    #[error("serving DNS on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        source: hickory_net::NetError,
+    },
 }
 
 impl Error {
@@ -36,6 +55,8 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::ZoneConfig { .. } => "ZoneConfig",
+            Error::Bind { .. } => "DnsBind",
+            Error::Serve { .. } => "DnsServe",
         }
     }
 }
