@@ -152,6 +152,11 @@ pub struct RunArgs {
     #[arg(long, env = "ANYPOST_DKIM_RETIRE_AFTER", default_value = "7d", value_parser = duration)]
     pub dkim_retire_after: Duration,
 
+    /// How long a standby DKIM key must have been published before a rotation may
+    /// make it sign (resolvers may still cache its absence).
+    #[arg(long, env = "ANYPOST_DKIM_MIN_STANDBY_AGE", default_value = "1h", value_parser = duration)]
+    pub dkim_min_standby_age: Duration,
+
     /// Name the namespace of the older claim in a DomainConflict message. Off by
     /// default: tenants must not learn about each other.
     #[arg(long, env = "ANYPOST_REVEAL_CONFLICTS", default_value_t = false)]

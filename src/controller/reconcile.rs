@@ -1,0 +1,466 @@
+//! One reconcile of one SendingDomain: gather → compute → apply → status.
+
+use super::dkim::{self, KeyMaterial, PlanInput, StoredKeys};
+use super::status::{self, CheckResult, Inputs, Published};
+use super::{Context, Error};
+use crate::api::{
+    DnsRecord, DomainState, MANAGED_BY_LABEL, MANAGER, ROTATE_ANNOTATION, SendingDomain,
+    SendingDomainStatus, VERIFY_ANNOTATION,
+};
+use crate::naming::{self, SendingName};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Field manager for the DKIM Secret.
+pub const SECRET_MANAGER: &str = "anypost-operator/dkim-secret";
+/// Field manager for status.
+pub const STATUS_MANAGER: &str = "anypost-operator/status";
+
+/// Poll interval while waiting for the zone to serve freshly written records.
+pub const PUBLISH_POLL: Duration = Duration::from_secs(1);
+/// First re-check of a pending domain; later ones back off up to the configured cap.
+pub const PENDING_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What a check request carries to the verifier.
+#[derive(Debug, Clone)]
+pub struct CheckRequest {
+    pub domain: String,
+    pub records: Vec<DnsRecord>,
+    /// Expected public key (base64 SPKI) per selector.
+    pub dkim_keys: [String; 2],
+}
+
+pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = sd.namespace().unwrap_or_default();
+    let name = sd.name_any();
+    let _timer = ctx.metrics.reconcile_timer();
+    let now = Timestamp::now();
+    let previous = sd.status.clone().unwrap_or_default();
+    let generation = sd.metadata.generation;
+    if sd.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the Secret goes with it (ownerReference).
+        return Ok(Action::await_change());
+    }
+
+    // The domain name: syntax is admission's job; the public suffix list is ours.
+    let parsed = match SendingName::parse(&sd.spec.domain) {
+        Ok(p) => p,
+        Err(e) => {
+            return block(&sd, &ctx, &previous, now, e.reason(), &e.to_string()).await;
+        }
+    };
+
+    // Two claims on one domain: the older keeps it.
+    let all = ctx.domains();
+    if !crate::dns::claims::is_winner(&all, &sd) {
+        let whose = match crate::dns::claims::claim_winner(&all, &sd.spec.domain) {
+            Some(w) if ctx.config.reveal_conflicts => format!(
+                "SendingDomain {}/{}",
+                w.namespace().unwrap_or_default(),
+                w.name_any()
+            ),
+            _ => "another SendingDomain".to_string(),
+        };
+        let msg = format!(
+            "{} is already claimed by {whose}, created earlier; nothing is published for this one. It takes over automatically if the other claim is deleted.",
+            sd.spec.domain
+        );
+        return block(&sd, &ctx, &previous, now, "DomainConflict", &msg).await;
+    }
+
+    let token = naming::token(&ctx.identity_key, &ns, &parsed.domain);
+
+    // Keys: read what is stored, plan, generate what is missing, store, then status.
+    let secret_name = dkim::secret_name(&name);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(|source| Error::ReadDkimSecret {
+            secret: format!("{ns}/{secret_name}"),
+            source,
+        })?;
+    if let Some(s) = &secret
+        && let Err(why) = adoptable(s, &sd)
+    {
+        let msg = format!(
+            "Secret {secret_name} exists and {why}; the operator does not overwrite it. Delete it, or label it {MANAGED_BY_LABEL}={MANAGER} to import its keys (anypost1.key, anypost2.key as PKCS#8 PEM)."
+        );
+        return block(&sd, &ctx, &previous, now, "SecretConflict", &msg).await;
+    }
+    let stored = StoredKeys::from_secret(secret.as_ref());
+    for (sel, why) in &stored.invalid {
+        tracing::warn!(namespace = %ns, name = %name, selector = sel, error = %why, "stored DKIM key is unreadable; it will be replaced");
+    }
+    let rotation_interval = sd
+        .spec
+        .dkim
+        .as_ref()
+        .and_then(|d| d.rotation_interval.as_deref())
+        .and_then(|s| crate::duration::parse(s).ok());
+    let plan = dkim::plan(&PlanInput {
+        now,
+        previous: previous.dkim.as_ref(),
+        stored: &stored,
+        rotation_interval,
+        rotate_request: sd.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
+        verified: status::selectors_verified(&previous.dns_records),
+        retire_after: ctx.config.dkim_retire_after,
+        min_standby_age: ctx.config.dkim_min_standby_age,
+    });
+    let mut keys: [Option<KeyMaterial>; 2] = stored.keys.clone();
+    for &i in &plan.generate {
+        keys[i] = Some(ctx.generate_key(sd.key_bits()).await?);
+    }
+    let keys: [KeyMaterial; 2] = keys.map(|k| k.expect("every missing key was generated"));
+    let data = dkim::secret_data(&keys, plan.active);
+    let secret_current = secret.as_ref().is_some_and(|s| {
+        s.data.as_ref() == Some(&data)
+            && s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
+            && owned_by(s, &sd)
+    });
+    if !secret_current {
+        apply_secret(&secrets, &sd, &secret_name, data).await?;
+        ctx.metrics.secret_writes.inc();
+    }
+    for note in &plan.notes {
+        ctx.event(&sd, note.warning, note.reason, &note.message)
+            .await;
+    }
+    if !plan.generate.is_empty() && secret.is_none() {
+        ctx.event(
+            &sd,
+            false,
+            "KeysGenerated",
+            &format!(
+                "generated {}-bit DKIM keys for anypost1 and anypost2 in Secret {secret_name}",
+                sd.key_bits()
+            ),
+        )
+        .await;
+    }
+    let dkim_status = plan.status(&secret_name, &keys);
+
+    // Records and whether the zone serves them.
+    let records =
+        naming::customer_records(&parsed, &token, &ctx.config.zone, sd.tracking_subdomain());
+    let public_keys = [keys[0].public_key.clone(), keys[1].public_key.clone()];
+    let published = ctx.publisher.published(&token, &public_keys);
+
+    // Check now if due and the zone serves the records.
+    let verify_request = sd.annotations().get(VERIFY_ANNOTATION).cloned();
+    let requested = verify_request.is_some() && verify_request != previous.observed_verify_request;
+    let spec_changed = previous.observed_generation != generation
+        || previous.dns_records.len() != records.len()
+        || previous
+            .dns_records
+            .iter()
+            .zip(&records)
+            .any(|(a, b)| a.value != b.value || a.fqdn != b.fqdn);
+    let due = requested || spec_changed || check_due(&previous, now, &ctx.config, &sd);
+    let check: Option<CheckResult> = if due && published == Published::Yes {
+        let req = CheckRequest {
+            domain: parsed.domain.clone(),
+            records: records.clone(),
+            dkim_keys: public_keys.clone(),
+        };
+        Some(ctx.verify(req).await)
+    } else {
+        None
+    };
+
+    let new_status = status::compute(Inputs {
+        now,
+        generation,
+        previous: &previous,
+        id: naming::domain_id(&token),
+        records,
+        dkim: dkim_status,
+        published: published.clone(),
+        check,
+        verify_request: if requested { verify_request } else { None },
+        verified_grace: ctx.config.verified_grace,
+        tracking_enabled: sd.spec.tracking.is_some(),
+    });
+    write_status(&sd, &ctx, &previous, &new_status).await?;
+
+    // When to look again.
+    let mut next = if published == Published::Yes {
+        next_check_in(&new_status, now, &ctx.config, &sd)
+    } else {
+        PUBLISH_POLL
+    };
+    if let Some(t) = plan.next_event() {
+        next = next.min(until(now, t));
+    }
+    Ok(Action::requeue(next.max(Duration::from_millis(200))))
+}
+
+/// Writes a blocked status and waits for a change (no requeue: an invalid spec or
+/// a conflict is fixed by a change, which triggers a reconcile).
+async fn block(
+    sd: &SendingDomain,
+    ctx: &Context,
+    previous: &SendingDomainStatus,
+    now: Timestamp,
+    reason: &str,
+    message: &str,
+) -> Result<Action, Error> {
+    let st = status::blocked(previous, sd.metadata.generation, now, reason, message);
+    write_status(sd, ctx, previous, &st).await?;
+    Ok(Action::await_change())
+}
+
+/// Writes status if it changed, with an Event for each meaningful transition.
+async fn write_status(
+    sd: &SendingDomain,
+    ctx: &Context,
+    previous: &SendingDomainStatus,
+    new: &SendingDomainStatus,
+) -> Result<(), Error> {
+    if previous == new {
+        return Ok(());
+    }
+    let api: Api<SendingDomain> =
+        Api::namespaced(ctx.client.clone(), &sd.namespace().unwrap_or_default());
+    let body = serde_json::json!({
+        "apiVersion": "anypost.com/v1alpha1",
+        "kind": "SendingDomain",
+        "status": new,
+    });
+    api.patch_status(
+        &sd.name_any(),
+        &PatchParams::apply(STATUS_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|source| Error::PatchStatus {
+        domain: format!("{}/{}", sd.namespace().unwrap_or_default(), sd.name_any()),
+        source,
+    })?;
+    ctx.metrics.status_writes.inc();
+    for (warning, reason, message) in transition_events(previous, new) {
+        ctx.event(sd, warning, reason, &message).await;
+    }
+    Ok(())
+}
+
+/// Events for state changes, not for every check.
+pub fn transition_events(
+    old: &SendingDomainStatus,
+    new: &SendingDomainStatus,
+) -> Vec<(bool, &'static str, String)> {
+    use super::conditions as c;
+    let mut out = Vec::new();
+    let old_state = old.state.unwrap_or(DomainState::Pending);
+    let new_state = new.state.unwrap_or(DomainState::Pending);
+    let msg = |s: &SendingDomainStatus| {
+        s.verification_failure
+            .as_ref()
+            .map(|f| f.message.clone())
+            .unwrap_or_default()
+    };
+    match (old_state, new_state) {
+        (DomainState::Pending, DomainState::Verified) => out.push((
+            false,
+            "Verified",
+            "every required CNAME verifies: the domain can send".to_string(),
+        )),
+        (DomainState::Verified, DomainState::Pending) => out.push((
+            true,
+            "VerificationLost",
+            format!(
+                "the grace period ended and the domain is pending again: {}",
+                msg(new)
+            ),
+        )),
+        _ => {}
+    }
+    let flipped = |t: &str| {
+        let before = c::find(&old.conditions, t);
+        let after = c::find(&new.conditions, t);
+        match (before, after) {
+            (b, Some(a)) => b
+                .is_none_or(|b| b.status != a.status || b.reason != a.reason)
+                .then_some(a),
+            _ => None,
+        }
+    };
+    if let Some(v) = flipped(c::VERIFIED)
+        && v.status == "False"
+        && new_state == DomainState::Verified
+    {
+        out.push((true, "RecordsFailing", v.message.clone()));
+    }
+    if let Some(r) = flipped(c::READY)
+        && r.status == "False"
+        && matches!(
+            r.reason.as_str(),
+            "DomainConflict" | "PublicSuffix" | "InvalidDomain" | "SecretConflict"
+        )
+    {
+        out.push((true, "Blocked", format!("{}: {}", r.reason, r.message)));
+    }
+    if let Some(t) = flipped(c::TRACKING_VERIFIED)
+        && t.status != "Unknown"
+    {
+        let warning = t.status == "False";
+        out.push((
+            warning,
+            if warning {
+                "TrackingFailing"
+            } else {
+                "TrackingVerified"
+            },
+            t.message.clone(),
+        ));
+    }
+    if let Some(p) = flipped(c::RECORDS_PUBLISHED)
+        && p.status == "False"
+        && p.reason != "Publishing"
+        && !matches!(
+            p.reason.as_str(),
+            "DomainConflict" | "PublicSuffix" | "InvalidDomain" | "SecretConflict"
+        )
+    {
+        out.push((true, "PublishFailed", p.message.clone()));
+    }
+    out
+}
+
+/// Whether `secret` may be managed for `sd`: ours, or explicitly handed over.
+fn adoptable(secret: &Secret, sd: &SendingDomain) -> Result<(), &'static str> {
+    if secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGER) {
+        return Err("was not created by anypost-operator");
+    }
+    let foreign_controller = secret.owner_references().iter().any(|o| {
+        o.controller == Some(true)
+            && o.uid != sd.metadata.uid.clone().unwrap_or_default()
+            && o.kind != "SendingDomain"
+    });
+    if foreign_controller {
+        return Err("is controlled by another object");
+    }
+    Ok(())
+}
+
+fn owned_by(secret: &Secret, sd: &SendingDomain) -> bool {
+    secret
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == sd.metadata.uid.as_ref() && o.controller == Some(true))
+}
+
+async fn apply_secret(
+    api: &Api<Secret>,
+    sd: &SendingDomain,
+    name: &str,
+    data: BTreeMap<String, k8s_openapi::ByteString>,
+) -> Result<(), Error> {
+    let owner = sd
+        .controller_owner_ref(&())
+        .expect("a SendingDomain read from the API has a uid");
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: sd.namespace(),
+            labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.into(), MANAGER.into())])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    api.patch(
+        name,
+        &PatchParams::apply(SECRET_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .map_err(|source| Error::ApplyDkimSecret {
+        secret: format!("{}/{name}", sd.namespace().unwrap_or_default()),
+        source,
+    })?;
+    Ok(())
+}
+
+fn until(now: Timestamp, t: Timestamp) -> Duration {
+    let d = t.duration_since(now);
+    if d.is_negative() {
+        Duration::ZERO
+    } else {
+        d.unsigned_abs()
+    }
+}
+
+fn since(now: Timestamp, t: Timestamp) -> Duration {
+    until(t, now)
+}
+
+/// The wait before the next check of a pending (or failing) domain: half the time
+/// it has been failing, between 5 s and the cap. Checks thus start seconds apart
+/// and back off geometrically, forever.
+pub fn pending_interval(
+    previous: &SendingDomainStatus,
+    sd: &SendingDomain,
+    now: Timestamp,
+    cap: Duration,
+) -> Duration {
+    let start = previous
+        .verification_failure
+        .as_ref()
+        .and_then(|f| f.since.as_ref().map(|t| t.0))
+        .or_else(|| sd.creation_timestamp().map(|t| t.0))
+        .unwrap_or(now);
+    (since(now, start) / 2).clamp(PENDING_MIN_INTERVAL, cap.max(PENDING_MIN_INTERVAL))
+}
+
+fn is_healthy(st: &SendingDomainStatus) -> bool {
+    st.state == Some(DomainState::Verified) && st.verification_failure.is_none()
+}
+
+fn check_due(
+    previous: &SendingDomainStatus,
+    now: Timestamp,
+    cfg: &super::Config,
+    sd: &SendingDomain,
+) -> bool {
+    let Some(last) = previous.last_checked_time.as_ref().map(|t| t.0) else {
+        return true;
+    };
+    let interval = if is_healthy(previous) {
+        cfg.verify_interval.mul_f64(0.9)
+    } else {
+        pending_interval(previous, sd, last, cfg.pending_max_interval)
+    };
+    since(now, last) >= interval
+}
+
+fn next_check_in(
+    st: &SendingDomainStatus,
+    now: Timestamp,
+    cfg: &super::Config,
+    sd: &SendingDomain,
+) -> Duration {
+    let last = st.last_checked_time.as_ref().map(|t| t.0).unwrap_or(now);
+    let interval = if is_healthy(st) {
+        // ±10% jitter so that domains verified together spread out.
+        let mut b = [0u8; 2];
+        getrandom::fill(&mut b).unwrap_or(());
+        let j = 0.9 + 0.2 * (u16::from_le_bytes(b) as f64 / u16::MAX as f64);
+        cfg.verify_interval.mul_f64(j)
+    } else {
+        pending_interval(st, sd, last, cfg.pending_max_interval)
+    };
+    let at = last
+        .checked_add(SignedDuration::try_from(interval).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(Timestamp::MAX);
+    until(now, at)
+}

@@ -1,0 +1,223 @@
+//! Logs, metrics and the health endpoints.
+//!
+//! Metric labels are fixed vocabularies (error categories, outcomes), never object
+//! names or error text, so label sets stay bounded however many domains there are.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Sets up `tracing` output.
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hickory=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// A fixed category from the controller's error enum.
+    pub category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// verified, failing, transient.
+    pub outcome: &'static str,
+}
+
+/// The operator's metrics.
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Counter,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_seconds: Histogram,
+    pub status_writes: Counter,
+    pub secret_writes: Counter,
+    pub keys_generated: Counter,
+    pub key_generation_seconds: Histogram,
+    pub checks: Family<OutcomeLabels, Counter>,
+    pub check_seconds: Histogram,
+    pub leader: Gauge,
+    pub domains: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("anypost");
+        let m = Metrics {
+            reconciles: Counter::default(),
+            reconcile_errors: Family::default(),
+            reconcile_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            status_writes: Counter::default(),
+            secret_writes: Counter::default(),
+            keys_generated: Counter::default(),
+            key_generation_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+            checks: Family::default(),
+            check_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            leader: Gauge::default(),
+            domains: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "reconciles",
+            "SendingDomain reconciles",
+            m.reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by error category",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time per reconcile",
+            m.reconcile_seconds.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Status patches written",
+            m.status_writes.clone(),
+        );
+        registry.register(
+            "secret_writes",
+            "DKIM Secret writes",
+            m.secret_writes.clone(),
+        );
+        registry.register(
+            "dkim_keys_generated",
+            "DKIM keys generated",
+            m.keys_generated.clone(),
+        );
+        registry.register(
+            "dkim_key_generation_seconds",
+            "Time to generate one DKIM key",
+            m.key_generation_seconds.clone(),
+        );
+        registry.register(
+            "verification_checks",
+            "Verification checks by outcome",
+            m.checks.clone(),
+        );
+        registry.register(
+            "verification_check_duration_seconds",
+            "Time to check one domain's records",
+            m.check_seconds.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            m.leader.clone(),
+        );
+        registry.register(
+            "sendingdomains",
+            "SendingDomains this replica sees",
+            m.domains.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+/// Observes a histogram when dropped.
+pub struct Timer<'a> {
+    start: Instant,
+    histogram: &'a Histogram,
+}
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Metrics {
+    /// Counts a reconcile and times it until the guard drops.
+    pub fn reconcile_timer(&self) -> Timer<'_> {
+        self.reconciles.inc();
+        Timer {
+            start: Instant::now(),
+            histogram: &self.reconcile_seconds,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// What /readyz reports: each part must be up.
+#[derive(Default)]
+pub struct Readiness {
+    /// The identity key is loaded.
+    pub identity: AtomicBool,
+    /// The zone has been built from a complete list of SendingDomains (and, for
+    /// the embedded backend, the DNS server is listening).
+    pub zone: AtomicBool,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.identity.load(Ordering::Relaxed) && self.zone.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    if s.readiness.ready() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Serves /metrics, /healthz and /readyz until the process ends.
+pub async fn serve_http(
+    listen: SocketAddr,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(self::metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(HttpState { metrics, readiness });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%listen, "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, app).await
+}
