@@ -260,6 +260,40 @@ impl ZoneHandle {
     }
 }
 
+/// The controller's view of the embedded backend: a domain's records are
+/// published when this replica's zone serves them.
+impl crate::controller::Publisher for ZoneHandle {
+    fn published(
+        &self,
+        token: &str,
+        public_keys: &[String; 2],
+    ) -> crate::controller::status::Published {
+        use crate::controller::status::Published;
+        let Some(zone) = self.current() else {
+            return Published::No {
+                reason: "ZoneNotLoaded",
+                message: "the embedded DNS zone has not loaded the SendingDomains yet".into(),
+            };
+        };
+        let keys: Vec<&str> = public_keys
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !k.is_empty())
+            .collect();
+        if self.holds(token, &keys) {
+            Published::Yes
+        } else {
+            Published::No {
+                reason: "Publishing",
+                message: format!(
+                    "the zone does not serve the records at {token}.{} yet; they follow the status within a second",
+                    zone.origin()
+                ),
+            }
+        }
+    }
+}
+
 /// The embedded server's request handler.
 pub struct Responder {
     handle: ZoneHandle,
@@ -943,6 +977,27 @@ mod tests {
         assert!(h.holds(TOKEN, &[&key, "QUJD"]));
         assert!(!h.holds(TOKEN, &["QUJE"]));
         assert!(!h.holds("qrstuvwxyz234567", &[]));
+        {
+            use crate::controller::Publisher;
+            use crate::controller::status::Published;
+            let keys = [key.clone(), "QUJD".to_string()];
+            assert_eq!(h.published(TOKEN, &keys), Published::Yes);
+            let other = ["QUJE".to_string(), String::new()];
+            assert!(matches!(
+                h.published(TOKEN, &other),
+                Published::No {
+                    reason: "Publishing",
+                    ..
+                }
+            ));
+            assert!(matches!(
+                ZoneHandle::new().published(TOKEN, &keys),
+                Published::No {
+                    reason: "ZoneNotLoaded",
+                    ..
+                }
+            ));
+        }
         let next = h.publish(desired_zone(&cfg(), &[] as &[crate::api::SendingDomain]));
         assert!(next.unwrap() > serial);
         assert!(!h.holds(TOKEN, &[]));
