@@ -1,0 +1,616 @@
+//! Verification against real DNS: BIND serves the customer's zone and a stand-in of
+//! the operator's zone, unbound resolves, and `verify` (or `anypost-operator check`)
+//! reads the result. Each test publishes one real misconfiguration and asserts the
+//! code, the per-record state and the whole message.
+
+use crate::support::dns_topology::{DnsTopology, OperatorZone, ZoneFile, txt_strings};
+use anypost_operator::api::{DnsRecord, RecordState};
+use anypost_operator::naming::{self, SendingName};
+use anypost_operator::verify::{Expected, Outcome, Resolver, Verdict, verify};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const ZONE: &str = "dns.anypost.example";
+const MX: &str = "mx.anypost.example";
+const SPF: &str = "spf.anypost.example";
+const TRACKING_HOST: &str = "t.anypost.example";
+const IDENTITY_KEY: [u8; 32] = [7; 32];
+
+const PROPAGATION: &str = "DNS changes take minutes to hours to reach every resolver: if \
+you published it recently, wait and check again.";
+const OLD_VALUE: &str = "If you changed it recently, resolvers may still hold the previous \
+value until its TTL runs out.";
+const THEIR_SIDE: &str = "Nothing needs to change in your DNS: this is on Anypost's side and \
+usually clears within minutes of the domain being added. If it persists, contact support.";
+const PROPAGATION_SHORT: &str = "This is usually a propagation delay: check again in a few \
+minutes.";
+
+/// A DKIM public key as long as a real 2048-bit one, so its TXT record is split
+/// into several character-strings.
+fn key(n: u8) -> String {
+    format!(
+        "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA{}IDAQAB",
+        format!("k{n}Q").repeat(110)
+    )
+}
+
+/// One sending domain: its token, its dnsRecords and what the zone should hold.
+struct Domain {
+    name: SendingName,
+    token: String,
+    records: Vec<DnsRecord>,
+    expected: Expected,
+}
+
+impl Domain {
+    fn new(domain: &str, tracking: Option<&str>) -> Domain {
+        let name = SendingName::parse(domain).unwrap();
+        let token = naming::token(&IDENTITY_KEY, "acme", domain);
+        let records = naming::customer_records(&name, &token, ZONE, tracking);
+        Domain {
+            name,
+            records,
+            expected: Expected {
+                zone: ZONE.into(),
+                mx_host: Some(MX.into()),
+                spf_include: Some(SPF.into()),
+                tracking_host: Some(TRACKING_HOST.into()),
+                dkim_keys: BTreeMap::from([
+                    ("anypost1".to_string(), key(1)),
+                    ("anypost2".to_string(), key(2)),
+                ]),
+            },
+            token,
+        }
+    }
+
+    /// `<t>.Z`: the verification target.
+    fn target(&self) -> String {
+        format!("{}.{ZONE}", self.token)
+    }
+
+    /// The customer's zone with every record published as given.
+    fn customer_zone(&self) -> ZoneFile {
+        let mut z = ZoneFile::new(&self.name.apex);
+        for r in &self.records {
+            z.add(format!("{}. IN CNAME {}.", r.fqdn, r.value));
+        }
+        z
+    }
+
+    /// The operator's zone as the operator would serve it for this domain.
+    fn operator_zone(&self) -> ZoneFile {
+        let t = self.target();
+        ZoneFile::new(ZONE)
+            .with(format!("{t}. IN MX 10 {MX}."))
+            .with(format!("{t}. IN TXT \"v=spf1 include:{SPF} -all\""))
+            .with(format!(
+                "anypost1._domainkey.{t}. IN TXT {}",
+                txt_strings(&format!("v=DKIM1; k=rsa; p={}", key(1)))
+            ))
+            .with(format!(
+                "anypost2._domainkey.{t}. IN TXT {}",
+                txt_strings(&format!("v=DKIM1; k=rsa; p={}", key(2)))
+            ))
+            .with(format!("track.{t}. IN CNAME {TRACKING_HOST}."))
+    }
+
+    async fn check(&self, dns: &DnsTopology) -> Outcome {
+        let resolver = Resolver::new(&[dns.resolver()], Duration::from_secs(2)).unwrap();
+        verify(&resolver, &self.records, &self.expected).await
+    }
+}
+
+fn states(o: &Outcome) -> Vec<RecordState> {
+    o.records.iter().map(|r| r.state.unwrap()).collect()
+}
+
+fn failure(o: &Outcome) -> (&str, &str) {
+    match &o.verdict {
+        Verdict::Failed(f) => (f.code.as_str(), f.message.as_str()),
+        v => panic!("expected a failure, got {v:?}\n{:#?}", o.records),
+    }
+}
+
+/// Starts BIND + unbound with `customer` and the stand-in operator zone.
+async fn topology(customer: ZoneFile, operator: ZoneFile) -> DnsTopology {
+    DnsTopology::start(&[customer], OperatorZone::StandIn(operator)).await
+}
+
+#[tokio::test]
+async fn a_correctly_published_domain_verifies_with_tracking() {
+    let d = Domain::new("example.com", Some("track"));
+    let dns = topology(d.customer_zone(), d.operator_zone()).await;
+    let o = d.check(&dns).await;
+    assert_eq!(o.verdict, Verdict::Verified, "{:#?}", o.records);
+    assert_eq!(o.tracking, Some(Verdict::Verified));
+    assert_eq!(states(&o), vec![RecordState::Ok; 4]);
+    let t = d.target();
+    let observed: Vec<&str> = o
+        .records
+        .iter()
+        .map(|r| r.observed.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        observed,
+        vec![
+            format!("CNAME → {t}"),
+            format!("CNAME → anypost1._domainkey.{t}"),
+            format!("CNAME → anypost2._domainkey.{t}"),
+            format!("CNAME → track.{t} → {TRACKING_HOST}"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_subdomain_publishes_in_the_apex_zone() {
+    let d = Domain::new("mail.example.com", None);
+    assert_eq!(d.records[0].name, "anypost.mail");
+    let dns = topology(d.customer_zone(), d.operator_zone()).await;
+    let o = d.check(&dns).await;
+    assert_eq!(o.verdict, Verdict::Verified, "{:#?}", o.records);
+    assert_eq!(o.tracking, None);
+
+    // Without the verification record, the message names the subdomain's record
+    // and the apex zone it belongs in.
+    dns.set_zone(
+        &d.customer_zone()
+            .without(|l| l.starts_with("anypost.mail.")),
+    )
+    .await;
+    let o = d.check(&dns).await;
+    let (code, message) = failure(&o);
+    assert_eq!(code, "apex_cname_missing");
+    assert_eq!(
+        message,
+        format!(
+            "The verification CNAME anypost.mail.example.com was not found. Publish a \
+             CNAME named anypost.mail in the example.com zone, pointing to {}. {PROPAGATION}",
+            d.target()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_detour_through_the_customers_own_alias_is_accepted() {
+    let d = Domain::new("example.com", None);
+    let zone = d
+        .customer_zone()
+        .without(|l| l.starts_with("anypost.example.com."))
+        .with("anypost.example.com. IN CNAME alias.example.com.")
+        .with(format!("alias.example.com. IN CNAME {}.", d.target()));
+    let dns = topology(zone, d.operator_zone()).await;
+    let o = d.check(&dns).await;
+    assert_eq!(o.verdict, Verdict::Verified, "{:#?}", o.records);
+    assert_eq!(
+        o.records[0].observed.as_deref(),
+        Some(format!("CNAME → alias.example.com → {}", d.target()).as_str())
+    );
+}
+
+#[tokio::test]
+async fn apex_cname_missing_finds_the_name_published_twice() {
+    let d = Domain::new("example.com", None);
+    let t = d.target();
+    let zone = d
+        .customer_zone()
+        .without(|l| l.starts_with("anypost.example.com."))
+        .with(format!("anypost.example.com.example.com. IN CNAME {t}."));
+    let dns = topology(zone, d.operator_zone()).await;
+    let o = d.check(&dns).await;
+    assert_eq!(
+        states(&o),
+        vec![RecordState::Missing, RecordState::Ok, RecordState::Ok]
+    );
+    assert_eq!(
+        o.records[0].observed.as_deref(),
+        Some(format!("no record (CNAME at anypost.example.com.example.com → {t})").as_str())
+    );
+    let (code, message) = failure(&o);
+    assert_eq!(code, "apex_cname_missing");
+    assert_eq!(
+        message,
+        format!(
+            "The verification CNAME anypost.example.com was not found. Publish a CNAME \
+             named anypost in the example.com zone, pointing to {t}. A CNAME was found at \
+             anypost.example.com.example.com (→ {t}) instead: the domain was typed as part \
+             of the name and the provider appended it again. Rename the record to just \
+             anypost."
+        )
+    );
+}
+
+#[tokio::test]
+async fn apex_cname_missing_with_a_txt_record_instead() {
+    let d = Domain::new("example.com", None);
+    let t = d.target();
+    let zone = d
+        .customer_zone()
+        .without(|l| l.starts_with("anypost.example.com."))
+        .with(format!("anypost.example.com. IN TXT \"{t}\""));
+    let dns = topology(zone, d.operator_zone()).await;
+    let o = d.check(&dns).await;
+    assert_eq!(
+        o.records[0].observed.as_deref(),
+        Some(format!("TXT \"{t}\"").as_str())
+    );
+    let (code, message) = failure(&o);
+    assert_eq!(code, "apex_cname_missing");
+    assert_eq!(
+        message,
+        format!(
+            "The verification CNAME anypost.example.com was not found. Publish a CNAME \
+             named anypost in the example.com zone, pointing to {t}. Found TXT \"{t}\" \
+             there instead: the record type must be CNAME, not TXT."
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_flattened_cname_is_not_verified() {
+    let d = Domain::new("example.com", None);
+    let zone = d
+        .customer_zone()
+        .without(|l| l.starts_with("anypost.example.com."))
+        .with(format!("anypost.example.com. IN MX 10 {MX}."))
+        .with(format!(
+            "anypost.example.com. IN TXT \"v=spf1 include:{SPF} -all\""
+        ));
+    let dns = topology(zone, d.operator_zone()).await;
+    let o = d.check(&dns).await;
+    let (code, message) = failure(&o);
+    assert_eq!(code, "apex_cname_missing");
+    assert_eq!(
+        message,
+        format!(
+            "The verification CNAME anypost.example.com was not found. Publish a CNAME \
+             named anypost in the example.com zone, pointing to {}. The name answers with \
+             MX 10 {MX}, TXT \"v=spf1 include:{SPF} -all\" but no CNAME: your DNS provider \
+             seems to flatten or proxy this CNAME. Set the record to plain DNS (no \
+             flattening, no proxying) so the records behind it can change without you.",
+            d.target()
+        )
+    );
+}
+
+#[tokio::test]
+async fn apex_cname_mismatch_with_the_domain_appended() {
+    let d = Domain::new("example.com", None);
+    let t = d.target();
+    // The value written without its final dot: the zone appends its origin, as
+    // many provider UIs do.
+    let zone = d
+        .customer_zone()
+        .without(|l| l.starts_with("anypost.example.com."))
+        .with(format!("anypost.example.com. IN CNAME {t}"));
+    let dns = topology(zone, d.operator_zone()).await;
+    let o = d.check(&dns).await;
+    assert_eq!(o.records[0].state, Some(RecordState::Mismatch));
+    assert_eq!(
+        o.records[0].observed.as_deref(),
+        Some(format!("CNAME → {t}.example.com (does not exist)").as_str())
+    );
+    let (code, message) = failure(&o);
+    assert_eq!(code, "apex_cname_mismatch");
+    assert_eq!(
+        message,
+        format!(
+            "The verification CNAME anypost.example.com points to {t}.example.com, but it \
+             must point to {t}. The target has example.com appended: the provider read the \
+             value as a relative name. Enter it with a final dot ({t}.), or however your \
+             provider marks a complete name. {OLD_VALUE}"
+        )
+    );
+}
+
+#[tokio::test]
+async fn dkim_cname_missing_with_an_address_instead() {
+    let d = Domain::new("example.com", None);
+    let zone = d
+        .customer_zone()
+        .without(|l| l.starts_with("anypost1._domainkey."))
+        .with("anypost1._domainkey.example.com. IN A 192.0.2.1");
+    let dns = topology(zone, d.operator_zone()).await;
+    let o = d.check(&dns).await;
+    assert_eq!(
+        states(&o),
+        vec![RecordState::Ok, RecordState::Missing, RecordState::Ok]
+    );
+    assert_eq!(o.records[1].observed.as_deref(), Some("A 192.0.2.1"));
+    let (code, message) = failure(&o);
+    assert_eq!(code, "dkim_cname_missing");
+    assert_eq!(
+        message,
+        format!(
+            "The DKIM CNAME anypost1._domainkey.example.com was not found. Publish a CNAME \
+             named anypost1._domainkey in the example.com zone, pointing to \
+             anypost1._domainkey.{}. Found A 192.0.2.1 there instead: the record must be a \
+             CNAME, not an address (A) record. If your provider proxies it (a CDN \
+             \"proxied\" switch), set it to DNS only.",
+            d.target()
+        )
+    );
+}
+
+#[tokio::test]
+async fn dkim_cname_mismatch_when_selectors_are_swapped() {
+    let d = Domain::new("example.com", None);
+    let t = d.target();
+    let zone = d
+        .customer_zone()
+        .without(|l| l.starts_with("anypost2._domainkey."))
+        .with(format!(
+            "anypost2._domainkey.example.com. IN CNAME anypost1._domainkey.{t}."
+        ));
+    let dns = topology(zone, d.operator_zone()).await;
+    let o = d.check(&dns).await;
+    assert_eq!(
+        states(&o),
+        vec![RecordState::Ok, RecordState::Ok, RecordState::Mismatch]
+    );
+    let (code, message) = failure(&o);
+    assert_eq!(code, "dkim_cname_mismatch");
+    assert_eq!(
+        message,
+        format!(
+            "The DKIM CNAME anypost2._domainkey.example.com points to \
+             anypost1._domainkey.{t}, but it must point to anypost2._domainkey.{t}. \
+             {OLD_VALUE}"
+        )
+    );
+}
+
+#[tokio::test]
+async fn dkim_mismatch_when_the_zone_serves_another_key() {
+    let d = Domain::new("example.com", None);
+    let t = d.target();
+    let operator = d
+        .operator_zone()
+        .without(|l| l.starts_with("anypost1._domainkey."))
+        .with(format!(
+            "anypost1._domainkey.{t}. IN TXT {}",
+            txt_strings(&format!("v=DKIM1; k=rsa; p={}", key(9)))
+        ));
+    let dns = topology(d.customer_zone(), operator).await;
+    let o = d.check(&dns).await;
+    assert_eq!(
+        states(&o),
+        vec![RecordState::Ok, RecordState::KeyMismatch, RecordState::Ok]
+    );
+    let (code, message) = failure(&o);
+    assert_eq!(code, "dkim_mismatch");
+    assert_eq!(
+        message,
+        format!(
+            "The DKIM CNAME anypost1._domainkey.example.com points to \
+             anypost1._domainkey.{t}, but the DKIM record there does not carry this \
+             domain's key (found p=MIIBIjAN…9QIDAQAB, expected p=MIIBIjAN…1QIDAQAB). \
+             Check that the CNAME value is exactly anypost1._domainkey.{t}. Right after a \
+             key change the previous key can still be served from caches: check again in \
+             a few minutes."
+        )
+    );
+}
+
+#[tokio::test]
+async fn chain_broken_when_the_target_does_not_exist() {
+    let d = Domain::new("example.com", None);
+    let t = d.target();
+    // The operator's zone answers, but holds nothing for this token.
+    let dns = topology(d.customer_zone(), ZoneFile::new(ZONE)).await;
+    let o = d.check(&dns).await;
+    assert_eq!(states(&o), vec![RecordState::ChainBroken; 3]);
+    assert_eq!(
+        o.records[0].observed.as_deref(),
+        Some(format!("CNAME → {t} (does not exist)").as_str())
+    );
+    let (code, message) = failure(&o);
+    assert_eq!(code, "chain_broken");
+    assert_eq!(
+        message,
+        format!(
+            "The verification CNAME anypost.example.com points to {t} as it should, but \
+             the chain stops before Anypost's records: {t} does not exist. {THEIR_SIDE}"
+        )
+    );
+}
+
+#[tokio::test]
+async fn chain_broken_when_the_operator_zone_does_not_answer() {
+    let d = Domain::new("example.com", None);
+    let t = d.target();
+    let dns = DnsTopology::start(
+        &[d.customer_zone()],
+        OperatorZone::Lame { zone: ZONE.into() },
+    )
+    .await;
+    let o = d.check(&dns).await;
+    assert_eq!(states(&o), vec![RecordState::ChainBroken; 3]);
+    let (code, message) = failure(&o);
+    assert_eq!(code, "chain_broken");
+    assert_eq!(
+        message,
+        format!(
+            "The verification CNAME anypost.example.com points to {t} as it should, but \
+             the chain stops before Anypost's records: the servers for {t} gave no answer \
+             (SERVFAIL). {THEIR_SIDE}"
+        )
+    );
+}
+
+#[tokio::test]
+async fn mx_missing_when_the_target_has_no_mx() {
+    let d = Domain::new("example.com", None);
+    let t = d.target();
+    let operator = d.operator_zone().without(|l| l.contains(" MX "));
+    let dns = topology(d.customer_zone(), operator).await;
+    let o = d.check(&dns).await;
+    assert_eq!(
+        states(&o),
+        vec![RecordState::MxMissing, RecordState::Ok, RecordState::Ok]
+    );
+    assert_eq!(
+        o.records[0].observed.as_deref(),
+        Some(format!("CNAME → {t}; no MX").as_str())
+    );
+    let (code, message) = failure(&o);
+    assert_eq!(code, "mx_missing");
+    assert_eq!(
+        message,
+        format!(
+            "The verification CNAME anypost.example.com points to {t}, but no MX record \
+             for {MX} resolves through it. {PROPAGATION_SHORT}"
+        )
+    );
+}
+
+#[tokio::test]
+async fn spf_missing_when_the_target_has_no_spf() {
+    let d = Domain::new("example.com", None);
+    let t = d.target();
+    let operator = d.operator_zone().without(|l| l.contains("v=spf1"));
+    let dns = topology(d.customer_zone(), operator).await;
+    let o = d.check(&dns).await;
+    assert_eq!(
+        states(&o),
+        vec![RecordState::SpfMissing, RecordState::Ok, RecordState::Ok]
+    );
+    let (code, message) = failure(&o);
+    assert_eq!(code, "spf_missing");
+    assert_eq!(
+        message,
+        format!(
+            "The verification CNAME anypost.example.com points to {t}, but no SPF record \
+             (v=spf1 … include:{SPF}) resolves through it. {PROPAGATION_SHORT}"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_tracking_failure_leaves_the_verdict_alone() {
+    let d = Domain::new("example.com", Some("track"));
+    let zone = d
+        .customer_zone()
+        .without(|l| l.starts_with("track.example.com."));
+    let dns = topology(zone, d.operator_zone()).await;
+    let o = d.check(&dns).await;
+    assert_eq!(o.verdict, Verdict::Verified, "{:#?}", o.records);
+    assert_eq!(o.records[3].state, Some(RecordState::Missing));
+    match &o.tracking {
+        Some(Verdict::Failed(f)) => {
+            assert_eq!(f.code, "tracking_cname_missing");
+            assert_eq!(
+                f.message,
+                format!(
+                    "The tracking CNAME track.example.com was not found. Publish a CNAME \
+                     named track in the example.com zone, pointing to track.{}. {PROPAGATION}",
+                    d.target()
+                )
+            );
+        }
+        other => panic!("expected a tracking failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_resolver_that_is_down_gives_no_verdict() {
+    let d = Domain::new("example.com", Some("track"));
+    let mut dns = topology(d.customer_zone(), d.operator_zone()).await;
+    dns.stop_resolver();
+    let resolver = Resolver::new(&[dns.resolver()], Duration::from_millis(300)).unwrap();
+    let o = verify(&resolver, &d.records, &d.expected).await;
+    assert!(
+        matches!(&o.verdict, Verdict::Unknown(m) if m.starts_with("Could not check anypost.example.com (")),
+        "{:?}",
+        o.verdict
+    );
+    assert!(matches!(o.tracking, Some(Verdict::Unknown(_))));
+    assert_eq!(states(&o), vec![RecordState::Unknown; 4]);
+}
+
+#[tokio::test]
+async fn a_fixed_cname_verifies_on_the_next_check() {
+    let d = Domain::new("example.com", None);
+    let broken = d
+        .customer_zone()
+        .without(|l| l.starts_with("anypost.example.com."))
+        .with(format!("anypost.example.com. IN CNAME {}", d.target()));
+    let dns = topology(broken, d.operator_zone()).await;
+    assert_eq!(failure(&d.check(&dns).await).0, "apex_cname_mismatch");
+    dns.set_zone(&d.customer_zone()).await;
+    let o = d.check(&dns).await;
+    assert_eq!(o.verdict, Verdict::Verified, "{:#?}", o.records);
+}
+
+/// `anypost-operator check`: the table, the verdict, and the exit status.
+#[tokio::test]
+async fn the_check_command_prints_records_and_exits_by_verdict() {
+    let d = Domain::new("example.com", None);
+    let zone = d
+        .customer_zone()
+        .without(|l| l.starts_with("anypost2._domainkey."));
+    let mut dns = topology(zone, d.operator_zone()).await;
+    let run = |resolver: std::net::SocketAddr, token: String| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_anypost-operator"))
+                .args(["check", "example.com", "--zone", ZONE, "--token", &token])
+                .args([
+                    "--resolver",
+                    &resolver.to_string(),
+                    "--resolver-timeout",
+                    "300ms",
+                ])
+                .env("ANYPOST_MX_HOST", MX)
+                .env("ANYPOST_SPF_INCLUDE", SPF)
+                .env_remove("ANYPOST_TRACKING_HOST")
+                .output()
+                .expect("running anypost-operator check")
+        })
+    };
+    let t = d.target();
+
+    let out = run(dns.resolver(), d.token.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].ends_with("STATE    OBSERVED"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("anypost.example.com ")
+            && lines[1].ends_with(&format!("ok       CNAME → {t}")),
+        "{stdout}"
+    );
+    assert!(
+        lines[3].starts_with("anypost2._domainkey.example.com")
+            && lines[3].ends_with("missing  no record"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("example.com: pending (dkim_cname_missing)\n  The DKIM CNAME anypost2._domainkey.example.com was not found."), "{stdout}");
+    assert!(stdout.contains("note: DKIM keys not compared"), "{stdout}");
+
+    dns.set_zone(&d.customer_zone()).await;
+    let out = run(dns.resolver(), d.token.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("\nexample.com: verified\n"), "{stdout}");
+
+    let out = run(dns.resolver(), "not-a-token".into()).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a token"));
+
+    dns.stop_resolver();
+    let out = run(dns.resolver(), d.token.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(
+        stdout.contains("example.com: unknown (resolver error)"),
+        "{stdout}"
+    );
+}
