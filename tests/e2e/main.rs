@@ -1,0 +1,9 @@
+//! End-to-end tests: one binary, one module per area. Everything that needs the
+//! Kubernetes API runs against a real local control plane (`scripts/dev-cluster`),
+//! driven with the same kubectl commands users type.
+
+mod support;
+
+mod crd;
+mod dns_embedded;
+mod verify;

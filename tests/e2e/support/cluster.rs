@@ -1,0 +1,258 @@
+//! The local control plane (`scripts/dev-cluster`), `kubectl`, and a namespace per test.
+
+use super::{random_suffix, repo_root, target_dir};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The name of the CRD the tests install from `crds/`.
+const CRD: &str = "sendingdomains.anypost.com";
+
+/// The running control plane: where its kubeconfig and its kubectl are.
+#[derive(Debug)]
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+/// The control plane, started (or found running) by the first caller in this test
+/// run, with `crds/` applied and Established. Panics with the reason when that
+/// fails; every later caller gets the same panic message rather than a retry.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    match CLUSTER.get_or_init(start) {
+        Ok(c) => c,
+        Err(e) => panic!("the local control plane is not available:\n{e}"),
+    }
+}
+
+fn start() -> Result<Cluster, String> {
+    let script = repo_root().join("scripts/dev-cluster");
+    let out = Command::new(&script)
+        .arg("up")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`scripts/dev-cluster up` failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let state = target_dir().join("dev-cluster");
+    let cluster = Cluster {
+        kubeconfig: state.join("kubeconfig"),
+        kubectl: state.join("bin/kubectl"),
+    };
+
+    // Server-side apply: idempotent, and no last-applied annotation on a large CRD.
+    let crds = repo_root().join("crds");
+    let crds = crds.to_str().expect("the repository path is UTF-8");
+    let apply = run_kubectl(
+        &cluster,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=anypost-e2e",
+            "-f",
+            crds,
+        ],
+        None,
+    );
+    if !apply.status.success() {
+        return Err(format!(
+            "applying crds/ failed:\n{}",
+            String::from_utf8_lossy(&apply.stderr)
+        ));
+    }
+    let wait = run_kubectl(
+        &cluster,
+        &[
+            "wait",
+            "--for=condition=Established",
+            &format!("crd/{CRD}"),
+            "--timeout=60s",
+        ],
+        None,
+    );
+    if !wait.status.success() {
+        return Err(format!(
+            "the CRD {CRD} did not become Established:\n{}{}",
+            String::from_utf8_lossy(&wait.stdout),
+            String::from_utf8_lossy(&wait.stderr)
+        ));
+    }
+    Ok(cluster)
+}
+
+fn run_kubectl(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(&cluster.kubectl);
+    cmd.arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not run {}: {e}", cluster.kubectl.display()));
+    // Written from another thread so that a kubectl that talks before it has read
+    // all of its input cannot deadlock against us.
+    let writer = stdin.map(|input| {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let input = input.to_owned();
+        std::thread::spawn(move || pipe.write_all(input.as_bytes()))
+    });
+    let out = child.wait_with_output().expect("waiting for kubectl");
+    if let Some(w) = writer {
+        // kubectl may exit (e.g. on a parse error) before reading everything.
+        let _ = w.join();
+    }
+    out
+}
+
+/// Runs the dev cluster's kubectl with its admin kubeconfig.
+pub fn kubectl(args: &[&str]) -> Output {
+    run_kubectl(cluster(), args, None)
+}
+
+/// Runs kubectl with `input` on its stdin (for `apply -f -`).
+pub fn kubectl_stdin(args: &[&str], input: &str) -> Output {
+    run_kubectl(cluster(), args, Some(input))
+}
+
+/// Runs kubectl, panics with its stderr unless it succeeds, and returns its stdout.
+#[track_caller]
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {} failed ({}):\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("kubectl prints UTF-8")
+}
+
+/// A client for the dev cluster, bound to the calling test's runtime.
+pub async fn client() -> Client {
+    let cluster = cluster();
+    let kubeconfig = Kubeconfig::read_from(&cluster.kubeconfig)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", cluster.kubeconfig.display()));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("the dev cluster's kubeconfig is usable");
+    Client::try_from(config).expect("building a client for the dev cluster")
+}
+
+/// A namespace of the test's own, deleted (without waiting) when dropped. Set
+/// `ANYPOST_E2E_KEEP_NS=1` to keep the namespaces of failed tests for inspection.
+pub struct TestNs {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNs {
+    /// Creates `<prefix>-<random>`; `prefix` names the test, for whoever lists
+    /// namespaces while debugging.
+    pub async fn new(prefix: &str) -> TestNs {
+        let client = client().await;
+        let prefix: String = prefix
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .take(40)
+            .collect();
+        let name = format!("e2e-{}-{}", prefix.trim_matches('-'), random_suffix());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some([("anypost.com/e2e".to_string(), "true".to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        TestNs { name, client }
+    }
+
+    /// The namespaced API of `K` in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// `kubectl <args> -n <this namespace>`.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let mut all = args.to_vec();
+        all.extend(["-n", &self.name]);
+        kubectl(&all)
+    }
+
+    /// `kubectl <args> -n <this namespace>` with `input` on stdin.
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut all = args.to_vec();
+        all.extend(["-n", &self.name]);
+        kubectl_stdin(&all, input)
+    }
+
+    /// `kubectl apply -n <this namespace> -f -` with `manifest` on stdin.
+    pub fn apply(&self, manifest: &str) -> Output {
+        kubectl_stdin(&["apply", "-n", &self.name, "-f", "-"], manifest)
+    }
+
+    /// Like [`TestNs::apply`], but panics with kubectl's stderr unless it succeeds.
+    #[track_caller]
+    pub fn apply_ok(&self, manifest: &str) -> String {
+        let out = self.apply(manifest);
+        assert!(
+            out.status.success(),
+            "kubectl apply failed ({}):\n{}\nmanifest:\n{manifest}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("kubectl prints UTF-8")
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("ANYPOST_E2E_KEEP_NS").is_some() {
+            eprintln!("keeping namespace {} of the failed test", self.name);
+            return;
+        }
+        // Synchronous and non-blocking: Drop may run outside any runtime, and the
+        // namespace controller finishes the deletion after the test.
+        let _ = kubectl(&[
+            "delete",
+            "namespace",
+            &self.name,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+    }
+}

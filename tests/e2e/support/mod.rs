@@ -1,0 +1,76 @@
+//! What every end-to-end test shares: the local control plane (started or reused
+//! once per test run), a namespace of its own, `kubectl`, the operator process, and
+//! `eventually` instead of sleeps.
+//!
+//! Nothing here skips: when the control plane cannot start, every test that needs
+//! it fails with `scripts/dev-cluster up`'s own explanation.
+
+// Each test module uses a different part of this toolbox; unused parts are fine.
+#![allow(dead_code, unused_imports)]
+
+mod cluster;
+pub mod dns_topology;
+mod operator;
+
+pub use cluster::{TestNs, client, cluster, kubectl, kubectl_ok, kubectl_stdin};
+pub use operator::Operator;
+
+use std::fmt::Display;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The repository root (where Cargo.toml is).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `target/` of this repository: the dev cluster's state and the tests' logs live
+/// there, whatever CARGO_TARGET_DIR says about build outputs.
+pub fn target_dir() -> PathBuf {
+    repo_root().join("target")
+}
+
+/// A short random lower-case hex string, for names that must not collide between
+/// tests or between runs against the same long-lived cluster.
+pub fn random_suffix() -> String {
+    let n = getrandom::u32().expect("the OS random source works");
+    format!("{n:08x}")
+}
+
+/// Retries `check` until it returns `Ok`, then returns its value. On timeout it
+/// panics with the last failure, so a test says what it was waiting for.
+///
+/// ```ignore
+/// let sd = eventually(Duration::from_secs(30), || async {
+///     let sd = api.get("example-com").await?;
+///     anyhow::ensure!(sd.status.is_some(), "no status yet");
+///     Ok(sd)
+/// })
+/// .await;
+/// ```
+pub async fn eventually<T, E, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Display,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(e) => format!("{e:#}"),
+        };
+        if start.elapsed() >= timeout {
+            panic!(
+                "not true after {:.1}s ({attempts} attempts); last failure: {last}",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(pause.min(timeout.saturating_sub(start.elapsed()))).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,160 @@
+//! The operator binary as a child process, the way a Deployment would run it.
+
+use super::{cluster, eventually, random_suffix, target_dir};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// `anypost-operator run <args>` against the dev cluster. Its stdout and stderr go
+/// to one log file under `target/e2e-logs/`, kept across restarts and printed (the
+/// tail) when the test fails. Killed when dropped.
+pub struct Operator {
+    name: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log_path: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Operator {
+    /// Starts `anypost-operator run <args>`; `name` labels the log file.
+    pub fn start(name: &str, args: &[&str]) -> Operator {
+        Operator::start_with_env(name, args, &[])
+    }
+
+    /// Like [`Operator::start`], with extra environment variables.
+    pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Operator {
+        let dir = target_dir().join("e2e-logs");
+        std::fs::create_dir_all(&dir).expect("creating target/e2e-logs");
+        let mut op = Operator {
+            name: name.to_owned(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            log_path: dir.join(format!("operator-{name}-{}.log", random_suffix())),
+            child: None,
+            starts: 0,
+        };
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", self.log_path.display()));
+        self.starts += 1;
+        writeln!(
+            log,
+            "===== start {} of operator {}: run {}",
+            self.starts,
+            self.name,
+            self.args.join(" ")
+        )
+        .expect("writing the operator log");
+        let stderr = log.try_clone().expect("cloning the log file handle");
+        let child = Command::new(env!("CARGO_BIN_EXE_anypost-operator"))
+            .arg("run")
+            .args(&self.args)
+            .env("KUBECONFIG", &cluster().kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,anypost_operator=debug".into()),
+            )
+            .env("RUST_BACKTRACE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawning anypost-operator");
+        self.child = Some(child);
+    }
+
+    /// Kills the process with SIGKILL (no graceful shutdown, like a node dying)
+    /// and reaps it. Does nothing if it is not running.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL on Unix
+            let _ = child.wait();
+            if let Ok(mut log) = OpenOptions::new().append(true).open(&self.log_path) {
+                let _ = writeln!(log, "===== killed (SIGKILL) by the test");
+            }
+        }
+    }
+
+    /// Kills the process if it runs and starts it again with the same arguments;
+    /// the log continues in the same file.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Whether the process is still running (it may have exited on its own).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The log file (stdout and stderr of every start).
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Everything the operator has printed so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; fails early (with the log) if the
+    /// process exits first.
+    pub async fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let path = self.log_path.clone();
+        eventually(timeout, || {
+            let running = self.is_running();
+            let path = path.clone();
+            async move {
+                let logs = std::fs::read_to_string(&path).unwrap_or_default();
+                if logs.contains(needle) {
+                    return Ok(());
+                }
+                if !running {
+                    panic!("the operator exited before logging {needle:?}:\n{logs}");
+                }
+                Err(format!("{needle:?} not in {} yet", path.display()))
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "----- last {} lines of {} -----\n{}\n-----",
+                tail.len(),
+                self.log_path.display(),
+                tail.join("\n")
+            );
+        }
+    }
+}
