@@ -1,0 +1,59 @@
+# The project's commands. `make test` is what CI runs (.ci/run); `make demo` shows
+# the operator at work on this machine.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+CRD_FILE := crds/sendingdomains.anypost.com.yaml
+
+.PHONY: help test test-deps control-plane fmt-check clippy cargo-test crds \
+	demo demo-down bench cluster-up cluster-down
+
+help:
+	@echo "make test        install/build what the tests need, then fmt check, clippy and every test"
+	@echo "make demo        run the operator locally against example domains (make demo-down stops it)"
+	@echo "make bench       the benchmarks, each beside its baseline"
+	@echo "make crds        regenerate $(CRD_FILE) from the Rust types"
+	@echo "make cluster-up  start the local control plane (scripts/dev-cluster up); cluster-down stops it"
+
+## Everything CI checks, in the order that fails fastest on a working machine.
+test: test-deps control-plane fmt-check clippy cargo-test
+
+test-deps:
+	scripts/install-test-deps
+
+control-plane:
+	scripts/dev-cluster up
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+cargo-test:
+	$(CARGO) test --locked
+
+crds:
+	$(CARGO) run --quiet --locked -- crd > $(CRD_FILE).tmp
+	mv $(CRD_FILE).tmp $(CRD_FILE)
+
+demo:
+	@if [[ -x scripts/demo ]]; then scripts/demo up; \
+	else echo "make demo: coming soon (local control plane, the operator, BIND and unbound, example domains)"; fi
+
+demo-down:
+	@if [[ -x scripts/demo ]]; then scripts/demo down; \
+	else echo "make demo-down: nothing to stop, the demo is coming soon"; fi
+
+bench:
+	@if [[ -x scripts/bench ]]; then scripts/bench; \
+	else echo "make bench: no benchmarks yet (scripts/bench is coming)"; fi
+
+cluster-up:
+	scripts/dev-cluster up
+
+cluster-down:
+	scripts/dev-cluster down
