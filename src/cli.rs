@@ -162,6 +162,11 @@ pub struct RunArgs {
     #[arg(long, env = "ANYPOST_REVEAL_CONFLICTS", default_value_t = false)]
     pub reveal_conflicts: bool,
 
+    /// Manage and serve only SendingDomains matching this label selector (e.g.
+    /// `tier=gold`), to shard domains across operator installations. Default: all.
+    #[arg(long, env = "ANYPOST_SELECTOR")]
+    pub selector: Option<String>,
+
     /// Elect a leader with a Lease so that only one replica writes. Turn off only
     /// when running a single replica outside a cluster.
     #[arg(long, env = "ANYPOST_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]

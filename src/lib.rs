@@ -3,9 +3,11 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backend;
 pub mod cli;
 pub mod controller;
 pub mod dns;
 pub mod duration;
 pub mod naming;
+pub mod telemetry;
 pub mod verify;

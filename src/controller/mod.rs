@@ -41,6 +41,7 @@ pub struct Config {
     pub dkim_retire_after: Duration,
     pub dkim_min_standby_age: Duration,
     pub reveal_conflicts: bool,
+    pub selector: Option<String>,
 }
 
 impl Config {
@@ -53,6 +54,7 @@ impl Config {
             dkim_retire_after: a.dkim_retire_after,
             dkim_min_standby_age: a.dkim_min_standby_age,
             reveal_conflicts: a.reveal_conflicts,
+            selector: a.selector.clone(),
         }
     }
 }
@@ -221,16 +223,20 @@ pub async fn run_controller(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let domains: Api<SendingDomain> = Api::all(client.clone());
     let secrets: Api<Secret> = Api::all(client);
+    let mut wc = watcher::Config::default().any_semantic();
+    if let Some(sel) = &ctx.config.selector {
+        wc = wc.labels(sel);
+    }
     let store_slot: Arc<OnceLock<Store<SendingDomain>>> = Arc::new(OnceLock::new());
     let slot = store_slot.clone();
-    let controller = Controller::new(domains.clone(), watcher::Config::default().any_semantic())
+    let controller = Controller::new(domains.clone(), wc.clone())
         .owns(
             secrets,
             watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
         )
         // When a claim on a domain changes (e.g. the older claim is deleted), the
         // other claims on the same domain are reconciled too.
-        .watches(domains, watcher::Config::default(), move |changed| {
+        .watches(domains, wc, move |changed| {
             let rivals: Vec<ObjectRef<SendingDomain>> = slot
                 .get()
                 .map(|s| {

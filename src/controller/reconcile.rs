@@ -128,6 +128,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     if !secret_current {
         apply_secret(&secrets, &sd, &secret_name, data).await?;
         ctx.metrics.secret_writes.inc();
+        crash_point("dkim-secret");
     }
     for note in &plan.notes {
         ctx.event(&sd, note.warning, note.reason, &note.message)
@@ -200,6 +201,15 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         next = next.min(until(now, t));
     }
     Ok(Action::requeue(next.max(Duration::from_millis(200))))
+}
+
+/// Fault injection for crash-safety tests: with `ANYPOST_CRASH_AFTER=<point>` the
+/// process dies right after that write, as if the node had failed there.
+fn crash_point(point: &str) {
+    if std::env::var("ANYPOST_CRASH_AFTER").is_ok_and(|p| p == point) {
+        tracing::error!(point, "ANYPOST_CRASH_AFTER: exiting on purpose");
+        std::process::exit(86);
+    }
 }
 
 /// Writes a blocked status and waits for a change (no requeue: an invalid spec or

@@ -198,10 +198,7 @@ pub fn compute(i: Inputs<'_>) -> SendingDomainStatus {
         Some(c) => {
             st.last_checked_time = Some(now_t.clone());
             st.dns_records = carry_results(i.records.clone(), &prev.dns_records);
-            let msg = format!(
-                "the resolver gave no answer, so nothing was concluded and the state is unchanged: {}",
-                c.transient.as_deref().unwrap_or_default()
-            );
+            let msg = c.transient.clone().unwrap_or_default();
             verified_cond = Desired::new(
                 cond::VERIFIED,
                 Status::Unknown,

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod controller;
 mod crd;
 mod dns_embedded;
 mod verify;

@@ -1,0 +1,514 @@
+//! The controller against the real control plane: identity, keys, records,
+//! status, conflicts, stability, and crash safety.
+//!
+//! Each test runs its own operator process, scoped with `--selector` to the
+//! SendingDomains the test labels, so tests running in parallel never touch each
+//! other's objects. The verification resolver points at a closed port: checks are
+//! inconclusive (`Verified=Unknown`), which is all these tests need.
+
+use crate::support::{Operator, TestNs, eventually, random_suffix};
+use anyhow::{Context as _, anyhow, ensure};
+use anypost_operator::api::{DomainState, Purpose, SelectorState, SendingDomain};
+use anypost_operator::controller::dkim;
+use anypost_operator::naming;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::{Api, ResourceExt};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const ZONE: &str = "dns.anypost.test";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Starts an operator whose identity and lease live in `home`, managing the
+/// SendingDomains labelled `anypost.com/e2e-run=<run>`.
+pub fn operator(name: &str, home: &str, run: &str, env: &[(&str, &str)]) -> Operator {
+    let selector = format!("anypost.com/e2e-run={run}");
+    Operator::start_with_env(
+        name,
+        &[
+            "--zone",
+            ZONE,
+            "--mx-host",
+            "mx.anypost.test",
+            "--spf-include",
+            "spf.anypost.test",
+            "--tracking-host",
+            "t.anypost.test",
+            "--namespace",
+            home,
+            "--selector",
+            &selector,
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--resolver",
+            "127.0.0.1:9",
+            "--resolver-timeout",
+            "300ms",
+        ],
+        env,
+    )
+}
+
+/// A SendingDomain manifest labelled for `run`.
+pub fn manifest(name: &str, run: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: {name}\n  labels:\n    anypost.com/e2e-run: {run}\nspec:\n{spec}"
+    )
+}
+
+fn condition(sd: &SendingDomain, type_: &str) -> Option<(String, String, String)> {
+    sd.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until the domain has keys and published records.
+pub async fn wait_published(api: &Api<SendingDomain>, name: &str) -> SendingDomain {
+    eventually(WAIT, || async {
+        let sd = api.get(name).await?;
+        let keys = condition(&sd, "KeysReady");
+        let published = condition(&sd, "RecordsPublished");
+        ensure!(
+            keys.as_ref().is_some_and(|c| c.0 == "True")
+                && published.as_ref().is_some_and(|c| c.0 == "True"),
+            "KeysReady={keys:?} RecordsPublished={published:?}"
+        );
+        Ok::<_, anyhow::Error>(sd)
+    })
+    .await
+}
+
+fn secret_keys(s: &Secret) -> BTreeMap<String, ByteString> {
+    s.data.clone().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_domain_gets_keys_records_and_status() {
+    let ns = TestNs::new("lifecycle").await;
+    let run = ns.name.clone();
+    let _op = operator("lifecycle", &ns.name, &run, &[]);
+    ns.apply_ok(&manifest(
+        "example-com",
+        &run,
+        "  domain: example.com\n  tracking:\n    subdomain: track\n",
+    ));
+    let api: Api<SendingDomain> = ns.api();
+    let sd = wait_published(&api, "example-com").await;
+    let st = sd.status.clone().unwrap();
+
+    // The id and every target derive from the identity key, exactly as documented.
+    let identity: Api<Secret> = ns.api();
+    let id_secret = identity.get("anypost-operator-identity").await.unwrap();
+    let key = id_secret.data.unwrap()["identity.key"].0.clone();
+    assert_eq!(key.len(), 32);
+    let token = naming::token(&key, &ns.name, "example.com");
+    assert_eq!(st.id.as_deref(), Some(format!("domain_{token}").as_str()));
+    let got: Vec<_> = st
+        .dns_records
+        .iter()
+        .map(|r| {
+            (
+                r.type_.as_str(),
+                r.name.as_str(),
+                r.value.clone(),
+                r.purpose,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "CNAME",
+                "anypost",
+                format!("{token}.{ZONE}"),
+                Purpose::Verification
+            ),
+            (
+                "CNAME",
+                "anypost1._domainkey",
+                format!("anypost1._domainkey.{token}.{ZONE}"),
+                Purpose::Dkim
+            ),
+            (
+                "CNAME",
+                "anypost2._domainkey",
+                format!("anypost2._domainkey.{token}.{ZONE}"),
+                Purpose::Dkim
+            ),
+            (
+                "CNAME",
+                "track",
+                format!("track.{token}.{ZONE}"),
+                Purpose::Tracking
+            ),
+        ]
+    );
+    assert_eq!(st.state, Some(DomainState::Pending));
+    assert_eq!(st.observed_generation, sd.metadata.generation);
+
+    // The Secret: both keys as PKCS#8 PEM, the active selector, owned and labelled.
+    let secrets: Api<Secret> = ns.api();
+    let secret = secrets.get("example-com-dkim").await.unwrap();
+    let data = secret_keys(&secret);
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["anypost1.key", "anypost2.key", "selector"]
+    );
+    assert_eq!(data["selector"].0, b"anypost1");
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    assert_eq!(
+        secret
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("anypost-operator")
+    );
+    let owner = &secret.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("SendingDomain", Some(true))
+    );
+    assert_eq!(Some(&owner.uid), sd.metadata.uid.as_ref());
+    let dk = st.dkim.as_ref().unwrap();
+    assert_eq!(dk.secret_name, "example-com-dkim");
+    assert_eq!(dk.active_selector, "anypost1");
+    for (sel, status) in ["anypost1", "anypost2"].iter().zip(&dk.selectors) {
+        let pem = std::str::from_utf8(&data[&format!("{sel}.key")].0).unwrap();
+        assert!(
+            pem.starts_with("-----BEGIN PRIVATE KEY-----\n"),
+            "{pem:.40}"
+        );
+        let key = dkim::parse_pem(pem).unwrap();
+        assert_eq!(key.bits, 2048);
+        assert_eq!(status.public_key, key.public_key, "{sel}");
+    }
+    assert_eq!(
+        dk.selectors.iter().map(|s| s.state).collect::<Vec<_>>(),
+        [SelectorState::Active, SelectorState::Standby]
+    );
+
+    // A later reconcile (asked for with the verify annotation) leaves the Secret alone.
+    let rv = secret.resource_version();
+    ns.kubectl(&["annotate", "sd", "example-com", "anypost.com/verify=1"]);
+    eventually(WAIT, || async {
+        let sd = api.get("example-com").await?;
+        let seen = sd.status.and_then(|s| s.observed_verify_request);
+        ensure!(
+            seen.as_deref() == Some("1"),
+            "observedVerifyRequest={seen:?}"
+        );
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    assert_eq!(
+        secrets
+            .get("example-com-dkim")
+            .await
+            .unwrap()
+            .resource_version(),
+        rv
+    );
+
+    // What users see.
+    let table = String::from_utf8(ns.kubectl(&["get", "sd", "-o", "wide"]).stdout).unwrap();
+    let header: Vec<_> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "DOMAIN", "STATUS", "FAILURE", "TRACKING", "AGE", "ID", "SELECTOR", "LAST",
+            "CHECKED"
+        ]
+    );
+    let row = table.lines().nth(1).unwrap();
+    assert!(
+        row.contains("example.com")
+            && row.contains("pending")
+            && row.contains(&format!("domain_{token}"))
+            && row.contains("anypost1"),
+        "{row}"
+    );
+    let events = String::from_utf8(
+        ns.kubectl(&["get", "events", "-o", "custom-columns=R:.reason"])
+            .stdout,
+    )
+    .unwrap();
+    assert!(events.contains("KeysGenerated"), "{events}");
+}
+
+#[tokio::test]
+async fn record_names_are_relative_to_the_registered_domain() {
+    let ns = TestNs::new("apex").await;
+    let run = ns.name.clone();
+    let _op = operator("apex", &ns.name, &run, &[]);
+    let cases = [
+        ("a", "mail.example.com", "anypost.mail"),
+        ("b", "mail.example.co.uk", "anypost.mail"),
+        ("c", "shop.example.com.au", "anypost.shop"),
+        // Private-section suffixes (github.io) are not honoured: the registered
+        // domain is the ICANN one.
+        ("d", "docs.example.github.io", "anypost.docs.example"),
+    ];
+    for (name, domain, _) in cases {
+        ns.apply_ok(&manifest(
+            name,
+            &run,
+            &format!("  domain: {domain}\n  dkim:\n    keyBits: 1024\n"),
+        ));
+    }
+    let api: Api<SendingDomain> = ns.api();
+    for (name, domain, expected) in cases {
+        let sd = wait_published(&api, name).await;
+        let rec = &sd.status.unwrap().dns_records;
+        assert_eq!(rec[0].name, expected, "{domain}");
+        assert_eq!(rec[0].fqdn, format!("anypost.{domain}"));
+        assert_eq!(
+            rec[1].name,
+            format!("anypost1._domainkey{}", &expected["anypost".len()..])
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bare_public_suffix_is_reported_and_nothing_is_made() {
+    let ns = TestNs::new("suffix").await;
+    let run = ns.name.clone();
+    let _op = operator("suffix", &ns.name, &run, &[]);
+    ns.apply_ok(&manifest("co-uk", &run, "  domain: co.uk\n"));
+    let api: Api<SendingDomain> = ns.api();
+    let (status, reason, message) = eventually(WAIT, || async {
+        let sd = api.get("co-uk").await?;
+        condition(&sd, "Ready").ok_or_else(|| anyhow!("no Ready condition yet"))
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "PublicSuffix")
+    );
+    assert_eq!(
+        message,
+        "spec.domain \"co.uk\" is a public suffix (like com or co.uk), not a registered domain; use a domain registered under it, e.g. example.co.uk"
+    );
+    let sd = api.get("co-uk").await.unwrap();
+    assert!(sd.status.unwrap().dns_records.is_empty());
+    let secrets: Api<Secret> = ns.api();
+    assert!(secrets.get_opt("co-uk-dkim").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_older_claim_keeps_a_domain_and_the_younger_takes_over_after_it() {
+    let first = TestNs::new("conflict-a").await;
+    let second = TestNs::new("conflict-b").await;
+    let run = format!("conflict-{}", random_suffix());
+    let _op = operator("conflict", &first.name, &run, &[]);
+    let domain = format!("shared-{}.example.com", random_suffix());
+    let spec = format!("  domain: {domain}\n  dkim:\n    keyBits: 1024\n");
+    first.apply_ok(&manifest("shared", &run, &spec));
+    let a: Api<SendingDomain> = first.api();
+    wait_published(&a, "shared").await;
+    second.apply_ok(&manifest("shared", &run, &spec));
+    let b: Api<SendingDomain> = second.api();
+    let (status, _reason, message) = eventually(WAIT, || async {
+        let sd = b.get("shared").await?;
+        let c = condition(&sd, "Ready").ok_or_else(|| anyhow!("no Ready yet"))?;
+        ensure!(c.1 == "DomainConflict", "Ready={c:?}");
+        Ok::<_, anyhow::Error>(c)
+    })
+    .await;
+    assert_eq!(status, "False");
+    assert_eq!(
+        message,
+        format!(
+            "{domain} is already claimed by another SendingDomain, created earlier; nothing is published for this one. It takes over automatically if the other claim is deleted."
+        )
+    );
+    assert!(
+        !message.contains(&first.name),
+        "tenants must not learn of each other"
+    );
+    let sd = b.get("shared").await.unwrap();
+    assert!(sd.status.as_ref().unwrap().id.is_none());
+    let secrets: Api<Secret> = second.api();
+    assert!(secrets.get_opt("shared-dkim").await.unwrap().is_none());
+
+    // The older claim goes; the younger one is published without anyone touching it.
+    a.delete("shared", &DeleteParams::default()).await.unwrap();
+    let sd = wait_published(&b, "shared").await;
+    assert!(sd.status.unwrap().id.is_some());
+}
+
+#[tokio::test]
+async fn delete_and_reapply_gives_the_same_targets() {
+    let ns = TestNs::new("stable").await;
+    let run = ns.name.clone();
+    let _op = operator("stable", &ns.name, &run, &[]);
+    let m = manifest(
+        "stable",
+        &run,
+        "  domain: stable.example.com\n  dkim:\n    keyBits: 1024\n  tracking:\n    subdomain: t\n",
+    );
+    ns.apply_ok(&m);
+    let api: Api<SendingDomain> = ns.api();
+    let before = wait_published(&api, "stable").await.status.unwrap();
+    ns.kubectl(&["delete", "sd", "stable", "--wait=true"]);
+    ns.apply_ok(&m);
+    let after = eventually(WAIT, || async {
+        let sd = wait_published(&api, "stable").await;
+        ensure!(sd.metadata.uid != None, "no uid");
+        Ok::<_, anyhow::Error>(sd.status.unwrap())
+    })
+    .await;
+    let values = |s: &anypost_operator::api::SendingDomainStatus| {
+        s.dns_records
+            .iter()
+            .map(|r| (r.name.clone(), r.value.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(values(&before), values(&after));
+    assert_eq!(before.id, after.id);
+}
+
+#[tokio::test]
+async fn a_crash_between_storing_keys_and_writing_status_loses_nothing() {
+    let ns = TestNs::new("crash").await;
+    let run = ns.name.clone();
+    let mut crashing = operator(
+        "crash",
+        &ns.name,
+        &run,
+        &[("ANYPOST_CRASH_AFTER", "dkim-secret")],
+    );
+    ns.apply_ok(&manifest(
+        "crash",
+        &run,
+        "  domain: crash.example.com\n  dkim:\n    keyBits: 1024\n",
+    ));
+    let secrets: Api<Secret> = ns.api();
+    let stored = eventually(WAIT, || async {
+        let s = secrets
+            .get_opt("crash-dkim")
+            .await?
+            .context("no Secret yet")?;
+        Ok::<_, anyhow::Error>(s)
+    })
+    .await;
+    eventually(WAIT, || {
+        let running = crashing.is_running();
+        async move {
+            if running {
+                Err("still running")
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await;
+    let api: Api<SendingDomain> = ns.api();
+    let sd = api.get("crash").await.unwrap();
+    assert!(
+        sd.status.as_ref().and_then(|s| s.dkim.as_ref()).is_none(),
+        "the process died before writing status"
+    );
+    drop(crashing);
+
+    let _op = operator("crash-restarted", &ns.name, &run, &[]);
+    let sd = wait_published(&api, "crash").await;
+    let after = secrets.get("crash-dkim").await.unwrap();
+    assert_eq!(
+        secret_keys(&after),
+        secret_keys(&stored),
+        "keys were regenerated"
+    );
+    let dk = sd.status.unwrap().dkim.unwrap();
+    for (sel, status) in ["anypost1", "anypost2"].iter().zip(&dk.selectors) {
+        let pem = std::str::from_utf8(&secret_keys(&stored)[&format!("{sel}.key")].0)
+            .unwrap()
+            .to_string();
+        assert_eq!(status.public_key, dkim::parse_pem(&pem).unwrap().public_key);
+    }
+}
+
+#[tokio::test]
+async fn an_imported_identity_key_decides_the_targets_across_restarts() {
+    let ns = TestNs::new("identity").await;
+    let run = ns.name.clone();
+    let key: Vec<u8> = (0u8..32).collect();
+    let secrets: Api<Secret> = ns.api();
+    secrets
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("anypost-operator-identity".into()),
+                    ..Default::default()
+                },
+                data: Some(BTreeMap::from([(
+                    "identity.key".to_string(),
+                    ByteString(key.clone()),
+                )])),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut op = operator("identity", &ns.name, &run, &[]);
+    ns.apply_ok(&manifest(
+        "restored",
+        &run,
+        "  domain: restored.example.com\n  dkim:\n    keyBits: 1024\n",
+    ));
+    let api: Api<SendingDomain> = ns.api();
+    let sd = wait_published(&api, "restored").await;
+    let expected = format!(
+        "domain_{}",
+        naming::token(&key, &ns.name, "restored.example.com")
+    );
+    assert_eq!(sd.status.unwrap().id, Some(expected.clone()));
+
+    op.restart();
+    ns.kubectl(&["annotate", "sd", "restored", "anypost.com/verify=again"]);
+    let sd = eventually(WAIT, || async {
+        let sd = api.get("restored").await?;
+        let st = sd.status.clone().context("no status")?;
+        ensure!(
+            st.observed_verify_request.as_deref() == Some("again"),
+            "not reconciled after restart yet"
+        );
+        Ok::<_, anyhow::Error>(sd)
+    })
+    .await;
+    assert_eq!(sd.status.unwrap().id, Some(expected));
+    let unchanged = secrets.get("anypost-operator-identity").await.unwrap();
+    assert_eq!(unchanged.data.unwrap()["identity.key"].0, key);
+}
+
+#[tokio::test]
+async fn a_missing_operator_namespace_is_a_clear_startup_error() {
+    let missing = format!("no-such-ns-{}", random_suffix());
+    let mut op = operator("missing-ns", &missing, "none", &[]);
+    eventually(WAIT, || {
+        let running = op.is_running();
+        async move {
+            if running {
+                Err("still running")
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await;
+    let logs = op.logs();
+    assert!(
+        logs.contains(&format!(
+            "namespace \"{missing}\" does not exist: create it, or pass --namespace"
+        )),
+        "{logs}"
+    );
+}
