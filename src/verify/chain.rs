@@ -231,10 +231,19 @@ pub(crate) fn judge(record: &DnsRecord, expected: &Expected, ev: &Evidence) -> J
         if dead_end {
             observed.push_str(" (does not exist)");
         }
+        let zone = norm(&expected.zone);
+        let other_in_zone = !zone.is_empty()
+            && chain
+                .first()
+                .is_some_and(|n| n.ends_with(&format!(".{zone}")));
         return Judgement::problem(
             RecordState::Mismatch,
             observed,
-            Problem::Mismatch { chain, dead_end },
+            Problem::Mismatch {
+                chain,
+                dead_end,
+                other_in_zone,
+            },
         );
     };
 

@@ -86,6 +86,9 @@ pub enum Problem {
         chain: Vec<String>,
         /// The last name of the chain does not exist.
         dead_end: bool,
+        /// The CNAME points into the operator's zone, at a name that is not this
+        /// record's (another selector's, another domain's, an old namespace's).
+        other_in_zone: bool,
     },
     /// The expected target is reached, but what follows does not work.
     ChainBroken {
@@ -201,7 +204,11 @@ pub fn message(record: &DnsRecord, problem: &Problem) -> String {
             }
             m
         }
-        Problem::Mismatch { chain, dead_end } => {
+        Problem::Mismatch {
+            chain,
+            dead_end,
+            other_in_zone,
+        } => {
             let found = chain.first().map(String::as_str).unwrap_or_default();
             let mut m = format!(
                 "The {what} CNAME {fqdn} points to {}, but it must point to {value}.",
@@ -216,6 +223,12 @@ pub fn message(record: &DnsRecord, problem: &Problem) -> String {
                      relative name. Enter it with a final dot ({value}.), or however your \
                      provider marks a complete name."
                 ));
+            } else if *other_in_zone {
+                m.push_str(
+                    " That name is in Anypost's zone but belongs to another record: every \
+                     record, domain and namespace has its own target, so copy the value \
+                     exactly as given for this one.",
+                );
             } else if *dead_end {
                 m.push_str(&format!(
                     " {} does not exist.",
@@ -525,6 +538,7 @@ mod tests {
         let p = Problem::Mismatch {
             chain: vec![format!("{T}.example.com")],
             dead_end: true,
+            other_in_zone: false,
         };
         assert_eq!(code(Purpose::Verification, &p), "apex_cname_mismatch");
         assert_eq!(
@@ -544,6 +558,7 @@ mod tests {
         let p = Problem::Mismatch {
             chain: vec!["alias.example.net".into(), "gone.example.net".into()],
             dead_end: true,
+            other_in_zone: false,
         };
         assert_eq!(code(Purpose::Dkim, &p), "dkim_cname_mismatch");
         assert_eq!(
@@ -553,6 +568,25 @@ mod tests {
              anypost1._domainkey.abcdefghijklmnop.dns.anypost.example. gone.example.net \
              does not exist. If you changed it recently, resolvers may still hold the \
              previous value until its TTL runs out."
+        );
+    }
+
+    #[test]
+    fn mismatch_into_another_record_of_the_zone() {
+        let p = Problem::Mismatch {
+            chain: vec![format!("anypost2._domainkey.{T}")],
+            dead_end: false,
+            other_in_zone: true,
+        };
+        assert_eq!(
+            message(&dkim_rec(), &p),
+            "The DKIM CNAME anypost1._domainkey.mail.example.com points to \
+             anypost2._domainkey.abcdefghijklmnop.dns.anypost.example, but it must point to \
+             anypost1._domainkey.abcdefghijklmnop.dns.anypost.example. That name is in \
+             Anypost's zone but belongs to another record: every record, domain and \
+             namespace has its own target, so copy the value exactly as given for this \
+             one. If you changed it recently, resolvers may still hold the previous value \
+             until its TTL runs out."
         );
     }
 
@@ -643,6 +677,7 @@ mod tests {
         let p = Problem::Mismatch {
             chain: vec!["x.example".into()],
             dead_end: false,
+            other_in_zone: false,
         };
         assert_eq!(code(Purpose::Tracking, &p), "tracking_cname_mismatch");
     }

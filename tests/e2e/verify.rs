@@ -354,8 +354,10 @@ async fn dkim_cname_mismatch_when_selectors_are_swapped() {
         message,
         format!(
             "The DKIM CNAME anypost2._domainkey.example.com points to \
-             anypost1._domainkey.{t}, but it must point to anypost2._domainkey.{t}. \
-             {OLD_VALUE}"
+             anypost1._domainkey.{t}, but it must point to anypost2._domainkey.{t}. That \
+             name is in Anypost's zone but belongs to another record: every record, domain \
+             and namespace has its own target, so copy the value exactly as given for this \
+             one. {OLD_VALUE}"
         )
     );
 }
@@ -613,4 +615,115 @@ async fn the_check_command_prints_records_and_exits_by_verdict() {
         stdout.contains("example.com: unknown (resolver error)"),
         "{stdout}"
     );
+}
+
+/// The operator's own embedded server (src/dns) answering for its zone, as in
+/// production, instead of the BIND stand-in.
+mod embedded {
+    use super::*;
+    use anypost_operator::api::{
+        DkimStatus, SelectorState, SelectorStatus, SendingDomain, SendingDomainSpec,
+        SendingDomainStatus, TrackingSpec,
+    };
+    use anypost_operator::cli::ZoneArgs;
+    use anypost_operator::dns::{DnsServer, ZoneConfig, ZoneHandle, desired_zone};
+    use std::net::SocketAddr;
+
+    fn sending_domain(d: &Domain, tracking: bool) -> SendingDomain {
+        let mut sd = SendingDomain::new(
+            "example-com",
+            SendingDomainSpec {
+                domain: d.name.domain.clone(),
+                dkim: None,
+                tracking: tracking.then(|| TrackingSpec {
+                    subdomain: "track".into(),
+                }),
+            },
+        );
+        sd.metadata.namespace = Some("acme".into());
+        let selector = |n: u8, state| SelectorStatus {
+            name: format!("anypost{n}"),
+            state,
+            public_key: key(n),
+            key_bits: None,
+            created_at: None,
+            retire_at: None,
+        };
+        sd.status = Some(SendingDomainStatus {
+            id: Some(naming::domain_id(&d.token)),
+            dkim: Some(DkimStatus {
+                secret_name: "example-com-dkim".into(),
+                active_selector: "anypost1".into(),
+                selectors: vec![
+                    selector(1, SelectorState::Active),
+                    selector(2, SelectorState::Standby),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        sd
+    }
+
+    /// Serves `domains` from the embedded server on a free loopback port.
+    async fn serve(domains: &[SendingDomain]) -> SocketAddr {
+        let cfg = ZoneConfig::from_args(&ZoneArgs {
+            zone: ZONE.into(),
+            mx_host: MX.into(),
+            spf_include: SPF.into(),
+            tracking_host: TRACKING_HOST.into(),
+            nameservers: vec![],
+            nameserver_addresses: vec![],
+            soa_contact: None,
+            record_ttl: 1,
+        })
+        .expect("a valid zone configuration");
+        let handle = ZoneHandle::new();
+        handle.publish(desired_zone(&cfg, domains));
+        let server = DnsServer::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("binding the embedded DNS server");
+        let addr = server.local_addr();
+        tokio::spawn(server.run(handle, vec![], futures::future::pending()));
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_domain_verifies_through_the_embedded_zone() {
+        let d = Domain::new("example.com", Some("track"));
+        let addr = serve(&[sending_domain(&d, true)]).await;
+        let dns = DnsTopology::start(
+            &[d.customer_zone()],
+            OperatorZone::At {
+                zone: ZONE.into(),
+                addr,
+            },
+        )
+        .await;
+        let o = d.check(&dns).await;
+        assert_eq!(o.verdict, Verdict::Verified, "{:#?}", o.records);
+        assert_eq!(o.tracking, Some(Verdict::Verified), "{:#?}", o.records);
+    }
+
+    #[tokio::test]
+    async fn chain_broken_when_the_embedded_zone_does_not_hold_the_domain() {
+        let d = Domain::new("example.com", None);
+        let addr = serve(&[]).await;
+        let dns = DnsTopology::start(
+            &[d.customer_zone()],
+            OperatorZone::At {
+                zone: ZONE.into(),
+                addr,
+            },
+        )
+        .await;
+        let o = d.check(&dns).await;
+        assert_eq!(
+            states(&o),
+            vec![RecordState::ChainBroken; 3],
+            "{:#?}",
+            o.records
+        );
+        assert_eq!(failure(&o).0, "chain_broken");
+    }
 }
