@@ -304,9 +304,13 @@ pub fn transition_events(
     };
     if let Some(v) = flipped(c::VERIFIED)
         && v.status == "False"
-        && new_state == DomainState::Verified
     {
-        out.push((true, "RecordsFailing", v.message.clone()));
+        let reason = if new_state == DomainState::Verified {
+            "RecordsFailing"
+        } else {
+            "VerificationFailing"
+        };
+        out.push((true, reason, v.message.clone()));
     }
     if let Some(r) = flipped(c::READY)
         && r.status == "False"

@@ -6,5 +6,6 @@ mod support;
 
 mod controller;
 mod crd;
+mod demo;
 mod dns_embedded;
 mod verify;
