@@ -89,7 +89,55 @@ pub async fn start(
             Ok((Arc::new(handle), verifier, task))
         }
         ZoneBackend::Rfc2136 => {
-            anyhow::bail!("--zone-backend rfc2136 is not available in this build yet; use embedded")
+            use crate::dns::rfc2136::{self, Rfc2136Config, Rfc2136Publisher, Rfc2136Sync};
+            let config = Rfc2136Config::from_args(&args.rfc2136)?;
+            let publisher = Rfc2136Publisher::new(&cfg.zone, &config);
+            tracing::info!(
+                server = %config.server,
+                key = %config.key_name,
+                algorithm = config.algorithm.as_str(),
+                zone = %cfg.zone,
+                "syncing the zone to the server with RFC2136 UPDATE"
+            );
+            // Only the leader writes. The controller's election owns the Lease;
+            // the sync follows it (same identity as the controller's election).
+            let (leader_tx, leader) = tokio::sync::watch::channel(!args.leader_election);
+            if args.leader_election {
+                let namespace = args.namespace.clone().unwrap_or_else(|| {
+                    std::fs::read_to_string(
+                        "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+                    )
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "anypost-system".to_string())
+                });
+                let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_else(|_| "anypost-operator".into());
+                    format!("{host}-{}", std::process::id())
+                });
+                tokio::spawn(rfc2136::follow_lease(
+                    client.clone(),
+                    namespace,
+                    identity,
+                    leader_tx,
+                ));
+            }
+            let sync = Rfc2136Sync {
+                client,
+                zone: cfg,
+                config,
+                selector: args.selector.clone(),
+                publisher: publisher.clone(),
+                leader,
+            };
+            let task = tokio::spawn(async move {
+                rfc2136::run(sync, move || readiness.zone.store(true, Ordering::Relaxed)).await;
+                anyhow::bail!("the rfc2136 sync stopped: the SendingDomain watch ended")
+            });
+            Ok((Arc::new(publisher), verifier, task))
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod claims;
 pub mod diff;
+pub mod rfc2136;
 pub mod server;
 pub mod watch;
 pub mod zone;
