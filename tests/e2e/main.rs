@@ -4,6 +4,7 @@
 
 mod support;
 
+mod chart;
 mod controller;
 mod crd;
 mod demo;
