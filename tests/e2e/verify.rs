@@ -727,3 +727,300 @@ mod embedded {
         assert_eq!(failure(&o).0, "chain_broken");
     }
 }
+
+/// The whole loop: the operator (its embedded zone and its controller) against the
+/// real control plane, verifying through unbound, driven with kubectl as a user
+/// would.
+mod through_the_operator {
+    use super::*;
+    use crate::support::dns_topology::free_port;
+    use crate::support::{Operator, TestNs, eventually, random_suffix};
+    use anyhow::{Context as _, ensure};
+    use anypost_operator::api::{DomainState, SendingDomain, SendingDomainStatus};
+    use kube::Api;
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    const WAIT: Duration = Duration::from_secs(60);
+
+    struct Setup {
+        ns: TestNs,
+        dns: DnsTopology,
+        api: Api<SendingDomain>,
+        name: &'static str,
+        domain: String,
+        _operator: Operator,
+        verify_requests: u32,
+    }
+
+    impl Setup {
+        /// An operator serving its zone on a free port, a resolver whose stub for
+        /// the operator's zone points there, and a SendingDomain with tracking.
+        async fn start(test: &str) -> Setup {
+            let ns = TestNs::new(test).await;
+            let run = ns.name.clone();
+            let op_dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let dns = DnsTopology::start(
+                &[ZoneFile::new("example.com")],
+                OperatorZone::At {
+                    zone: ZONE.into(),
+                    addr: op_dns,
+                },
+            )
+            .await;
+            let operator = Operator::start(
+                test,
+                &[
+                    "--zone",
+                    ZONE,
+                    "--mx-host",
+                    MX,
+                    "--spf-include",
+                    SPF,
+                    "--tracking-host",
+                    TRACKING_HOST,
+                    "--namespace",
+                    &ns.name,
+                    "--selector",
+                    &format!("anypost.com/e2e-run={run}"),
+                    "--dns-listen",
+                    &op_dns.to_string(),
+                    "--http-listen",
+                    "127.0.0.1:0",
+                    "--resolver",
+                    &dns.resolver().to_string(),
+                    "--resolver-timeout",
+                    "2s",
+                    "--verified-grace",
+                    "4s",
+                ],
+            );
+            let domain = format!("shop-{}.example.com", random_suffix());
+            let name = "shop";
+            ns.apply_ok(&format!(
+                "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  \
+                 name: {name}\n  labels:\n    anypost.com/e2e-run: {run}\nspec:\n  \
+                 domain: {domain}\n  tracking:\n    subdomain: track\n"
+            ));
+            let api = ns.api();
+            Setup {
+                ns,
+                dns,
+                api,
+                name,
+                domain,
+                _operator: operator,
+                verify_requests: 0,
+            }
+        }
+
+        /// The status, once the records are listed and published.
+        async fn published(&self) -> SendingDomainStatus {
+            eventually(WAIT, || async {
+                let st = self.status().await?;
+                ensure!(
+                    condition(&st, "RecordsPublished").0 == "True" && st.dns_records.len() == 4,
+                    "records not published yet: {:?}",
+                    condition(&st, "RecordsPublished")
+                );
+                Ok(st)
+            })
+            .await
+        }
+
+        async fn status(&self) -> anyhow::Result<SendingDomainStatus> {
+            self.api
+                .get(self.name)
+                .await?
+                .status
+                .context("no status yet")
+        }
+
+        /// Publishes the customer's zone: every record of `st` as listed, except
+        /// the verification record, which `verification` writes (or leaves out).
+        async fn publish(&self, st: &SendingDomainStatus, verification: Option<String>) {
+            let mut zone = ZoneFile::new("example.com");
+            for r in &st.dns_records {
+                if r.purpose == anypost_operator::api::Purpose::Verification {
+                    if let Some(line) = &verification {
+                        zone.add(line.clone());
+                    }
+                } else {
+                    zone.add(format!("{}. IN CNAME {}.", r.fqdn, r.value));
+                }
+            }
+            self.dns.set_zone(&zone).await;
+        }
+
+        /// `kubectl annotate anypost.com/verify=<new value>`: check now.
+        fn request_check(&mut self) {
+            self.verify_requests += 1;
+            let out = self.ns.kubectl(&[
+                "annotate",
+                "--overwrite",
+                "sendingdomain",
+                self.name,
+                &format!("anypost.com/verify={}", self.verify_requests),
+            ]);
+            assert!(
+                out.status.success(),
+                "kubectl annotate: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// (status, reason) of a condition, or empty strings.
+    fn condition(st: &SendingDomainStatus, type_: &str) -> (String, String) {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_typical_mistake_is_explained_and_the_fix_verifies_within_seconds() {
+        let mut s = Setup::start("verify-fix").await;
+        let st = s.published().await;
+        let apex = &st.dns_records[0];
+        let doubled = format!("{}.example.com", apex.fqdn);
+
+        // The verification CNAME typed with the domain in its name.
+        s.publish(&st, Some(format!("{doubled}. IN CNAME {}.", apex.value)))
+            .await;
+        s.request_check();
+        // (Checks before the zone change also fail, without the hint: wait for it.)
+        let hint = format!("A CNAME was found at {doubled} (→ {}) instead", apex.value);
+        let (st, f) = eventually(WAIT, || async {
+            let st = s.status().await?;
+            let f = st.verification_failure.clone().context("no failure yet")?;
+            ensure!(
+                f.code == "apex_cname_missing" && f.message.contains(&hint),
+                "failure {f:?}"
+            );
+            ensure!(
+                st.tracking.as_ref().map(|t| t.state) == Some(DomainState::Verified),
+                "tracking verifies on its own, but is {:?}",
+                st.tracking
+            );
+            Ok((st, f))
+        })
+        .await;
+        assert_eq!(
+            f.message,
+            format!(
+                "The verification CNAME {fqdn} was not found. Publish a CNAME named {name} \
+                 in the example.com zone, pointing to {value}. {hint}: the domain was typed \
+                 as part of the name and the provider appended it again. Rename the record \
+                 to just {name}.",
+                fqdn = apex.fqdn,
+                name = apex.name,
+                value = apex.value
+            )
+        );
+        assert_eq!(st.state, Some(DomainState::Pending));
+        assert_eq!(condition(&st, "Verified").0, "False");
+
+        // Fixed, then asked to check: kubectl wait sees Verified within seconds.
+        s.publish(
+            &st,
+            Some(format!("{}. IN CNAME {}.", apex.fqdn, apex.value)),
+        )
+        .await;
+        s.request_check();
+        let start = Instant::now();
+        let out = s.ns.kubectl(&[
+            "wait",
+            "--for=condition=Verified",
+            &format!("sendingdomain/{}", s.name),
+            "--timeout=20s",
+        ]);
+        assert!(
+            out.status.success(),
+            "kubectl wait --for=condition=Verified: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(start.elapsed() < Duration::from_secs(15));
+        let st = s.status().await.unwrap();
+        assert_eq!(st.state, Some(DomainState::Verified));
+        assert_eq!(st.verification_failure, None);
+        assert!(
+            st.dns_records
+                .iter()
+                .all(|r| r.state == Some(RecordState::Ok)),
+            "{:#?}",
+            st.dns_records
+        );
+        assert_eq!(st.dns_records[0].fqdn, format!("anypost.{}", s.domain));
+    }
+
+    #[tokio::test]
+    async fn resolver_errors_keep_the_state_and_lost_records_end_pending_after_grace() {
+        let mut s = Setup::start("verify-grace").await;
+        let st = s.published().await;
+        let apex = st.dns_records[0].clone();
+        s.publish(
+            &st,
+            Some(format!("{}. IN CNAME {}.", apex.fqdn, apex.value)),
+        )
+        .await;
+        s.request_check();
+        eventually(WAIT, || async {
+            let st = s.status().await?;
+            ensure!(st.state == Some(DomainState::Verified), "not verified yet");
+            Ok(())
+        })
+        .await;
+
+        // The resolver goes away: no evidence, Verified=Unknown, still verified.
+        s.dns.stop_resolver();
+        s.request_check();
+        eventually(WAIT, || async {
+            let st = s.status().await?;
+            ensure!(
+                condition(&st, "Verified") == ("Unknown".into(), "ResolverError".into()),
+                "Verified is {:?}",
+                condition(&st, "Verified")
+            );
+            ensure!(
+                st.state == Some(DomainState::Verified),
+                "state {:?}",
+                st.state
+            );
+            Ok(())
+        })
+        .await;
+        s.dns.restart_resolver().await;
+
+        // The verification CNAME disappears: the failure shows at once, the state
+        // stays verified for the grace period (4s here), then returns to pending.
+        s.publish(&st, None).await;
+        s.request_check();
+        eventually(WAIT, || async {
+            let st = s.status().await?;
+            let code = st.verification_failure.as_ref().map(|f| f.code.clone());
+            ensure!(
+                code.as_deref() == Some("apex_cname_missing"),
+                "failure {code:?}"
+            );
+            ensure!(
+                st.state == Some(DomainState::Verified),
+                "state {:?}",
+                st.state
+            );
+            Ok(())
+        })
+        .await;
+        eventually(WAIT, || async {
+            let st = s.status().await?;
+            ensure!(
+                st.state == Some(DomainState::Pending),
+                "state {:?}",
+                st.state
+            );
+            Ok(())
+        })
+        .await;
+    }
+}

@@ -122,6 +122,8 @@ pub struct DnsTopology {
     unbound_addr: SocketAddr,
     unbound_conf: PathBuf,
     operator_zone: String,
+    /// A zone the resolver answers for, to probe it.
+    first_zone: String,
     serials: Mutex<BTreeMap<String, u32>>,
 }
 
@@ -253,6 +255,7 @@ options {{ default-key "rndc-key"; default-server 127.0.0.1; default-port {rndc_
     cache-max-negative-ttl: 0
     infra-host-ttl: 1
     infra-keep-probing: yes
+    local-zone: "test." nodefault
 {stubs}
 remote-control:
     control-enable: yes
@@ -273,6 +276,7 @@ remote-control:
             unbound_addr,
             unbound_conf,
             operator_zone: operator_name,
+            first_zone: served.first().map(|z| z.origin.clone()).unwrap_or_default(),
             serials: Mutex::new(serials),
         };
 
@@ -286,16 +290,7 @@ remote-control:
             })
             .await;
         }
-        topo.start_resolver();
-        if let Some(z) = customer_zones.first() {
-            let origin = z.origin.clone();
-            let unbound_addr = topo.unbound_addr;
-            topo.wait_until("unbound", || {
-                let origin = origin.clone();
-                async move { soa_serial(unbound_addr, &origin).await.is_some() }
-            })
-            .await;
-        }
+        topo.restart_resolver().await;
         topo
     }
 
@@ -384,6 +379,21 @@ remote-control:
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts the resolver again after [`Self::stop_resolver`], on the same
+    /// address, and returns once it answers.
+    pub async fn restart_resolver(&mut self) {
+        if self.unbound.is_some() {
+            return;
+        }
+        self.start_resolver();
+        let (addr, origin) = (self.unbound_addr, self.first_zone.clone());
+        self.wait_until("unbound", || {
+            let origin = origin.clone();
+            async move { soa_serial(addr, &origin).await.is_some() }
+        })
+        .await;
     }
 
     fn start_resolver(&mut self) {
@@ -482,8 +492,9 @@ fn tool(name: &str) -> PathBuf {
 }
 
 /// A port free on 127.0.0.1 for both UDP and TCP, never handed out twice in this
-/// process.
-fn free_port() -> u16 {
+/// process (e.g. for the operator's `--dns-listen`, which the resolver must know
+/// before the operator starts).
+pub fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     for _ in 0..100 {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("binding a UDP socket on loopback");
