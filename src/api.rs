@@ -44,56 +44,14 @@ pub const DEFAULT_KEY_BITS: u32 = 2048;
     status = "SendingDomainStatus",
     derive = "PartialEq",
     doc = "A domain the email service sends from: its DKIM keys, its records in the operator's DNS zone, and the verification of the CNAMEs its owner publishes.",
-    printcolumn(
-        name = "Domain",
-        type_ = "string",
-        json_path = ".spec.domain",
-        description = "The sending domain"
-    ),
-    printcolumn(
-        name = "Status",
-        type_ = "string",
-        json_path = ".status.state",
-        description = "pending or verified"
-    ),
-    printcolumn(
-        name = "Failure",
-        type_ = "string",
-        json_path = ".status.verificationFailure.code",
-        description = "Why verification fails, if it does"
-    ),
-    printcolumn(
-        name = "Tracking",
-        type_ = "string",
-        json_path = ".status.tracking.state",
-        description = "Branded tracking: pending or verified"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
-    printcolumn(
-        name = "ID",
-        type_ = "string",
-        json_path = ".status.id",
-        priority = 1,
-        description = "Stable domain id"
-    ),
-    printcolumn(
-        name = "Selector",
-        type_ = "string",
-        json_path = ".status.dkim.activeSelector",
-        priority = 1,
-        description = "Active DKIM selector"
-    ),
-    printcolumn(
-        name = "Last Checked",
-        type_ = "date",
-        json_path = ".status.lastCheckedTime",
-        priority = 1,
-        description = "When the CNAMEs were last resolved"
-    )
+    printcolumn = r#"{"name": "Domain", "type": "string", "jsonPath": ".spec.domain", "description": "The sending domain"}"#,
+    printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.state", "description": "pending or verified"}"#,
+    printcolumn = r#"{"name": "Failure", "type": "string", "jsonPath": ".status.verificationFailure.code", "description": "Why verification fails, if it does"}"#,
+    printcolumn = r#"{"name": "Tracking", "type": "string", "jsonPath": ".status.tracking.state", "description": "Branded tracking: pending or verified"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name": "ID", "type": "string", "jsonPath": ".status.id", "priority": 1, "description": "Stable domain id"}"#,
+    printcolumn = r#"{"name": "Selector", "type": "string", "jsonPath": ".status.dkim.activeSelector", "priority": 1, "description": "Active DKIM selector"}"#,
+    printcolumn = r#"{"name": "Last Checked", "type": "date", "jsonPath": ".status.lastCheckedTime", "priority": 1, "description": "When the CNAMEs were last resolved"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [

@@ -359,12 +359,7 @@ async fn delete_and_reapply_gives_the_same_targets() {
     let before = wait_published(&api, "stable").await.status.unwrap();
     ns.kubectl(&["delete", "sd", "stable", "--wait=true"]);
     ns.apply_ok(&m);
-    let after = eventually(WAIT, || async {
-        let sd = wait_published(&api, "stable").await;
-        ensure!(sd.metadata.uid != None, "no uid");
-        Ok::<_, anyhow::Error>(sd.status.unwrap())
-    })
-    .await;
+    let after = wait_published(&api, "stable").await.status.unwrap();
     let values = |s: &anypost_operator::api::SendingDomainStatus| {
         s.dns_records
             .iter()
