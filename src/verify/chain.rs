@@ -628,6 +628,36 @@ mod tests {
     }
 
     #[test]
+    fn flattening_is_recognised_per_purpose() {
+        let flat = |purpose, found: Found| {
+            let ev = Evidence {
+                walk: walk(&["x.example.com"], End::Exists),
+                instead: vec![found],
+                ..Default::default()
+            };
+            match judge(&rec(purpose), &expected(), &ev).problem {
+                Some(Problem::Missing { flattened, .. }) => flattened,
+                p => panic!("{p:?}"),
+            }
+        };
+        assert!(flat(
+            Purpose::Dkim,
+            Found::new("TXT", "\"v=DKIM1; k=rsa; p=KEY1\"")
+        ));
+        assert!(flat(
+            Purpose::Verification,
+            Found::new("TXT", "\"v=spf1 include:spf.anypost.example -all\"")
+        ));
+        assert!(!flat(
+            Purpose::Verification,
+            Found::new("MX", "10 mail.example.com")
+        ));
+        // An address at the tracking name may be a proxy; the A hint covers it.
+        assert!(!flat(Purpose::Tracking, Found::new("A", "192.0.2.1")));
+        assert!(!flat(Purpose::Dkim, Found::new("TXT", "\"hello\"")));
+    }
+
+    #[test]
     fn wrong_target_is_a_mismatch_and_a_detour_is_fine() {
         let ev = Evidence {
             walk: walk(&["anypost.example.com", "x.example.net"], End::NxDomain),

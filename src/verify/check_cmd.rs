@@ -110,8 +110,22 @@ async fn run(args: CheckArgs) -> Result<(String, Verdict), String> {
         dkim_keys: cluster.dkim_keys.clone(),
     };
     let mut notes = cluster.notes;
-    if expected.mx_host.is_none() || expected.spf_include.is_none() {
-        notes.push("ANYPOST_MX_HOST / ANYPOST_SPF_INCLUDE not set: any MX and any SPF record at the target count".into());
+    for (var, set, consequence) in [
+        ("ANYPOST_MX_HOST", expected.mx_host.is_some(), "any MX"),
+        (
+            "ANYPOST_SPF_INCLUDE",
+            expected.spf_include.is_some(),
+            "any SPF record",
+        ),
+        (
+            "ANYPOST_TRACKING_HOST",
+            expected.tracking_host.is_some() || tracking.is_none(),
+            "any tracking CNAME",
+        ),
+    ] {
+        if !set {
+            notes.push(format!("{var} not set: {consequence} at the target counts"));
+        }
     }
     let resolver =
         Resolver::new(&args.resolvers, args.resolver_timeout).map_err(|e| e.to_string())?;

@@ -89,6 +89,7 @@ pub struct Outcome {
 /// Checks `records` (a domain's `dnsRecords`) through `resolver` against what the
 /// operator's zone should hold. All records are resolved concurrently; safe to call
 /// at any rate (no state, no cache).
+#[tracing::instrument(level = "debug", skip_all, fields(record = %records.first().map_or("", |r| r.fqdn.as_str())))]
 pub async fn verify(resolver: &Resolver, records: &[DnsRecord], expected: &Expected) -> Outcome {
     let judged = join_all(records.iter().map(|r| async move {
         let ev = gather(resolver, r).await;

@@ -44,8 +44,12 @@ struct Domain {
 
 impl Domain {
     fn new(domain: &str, tracking: Option<&str>) -> Domain {
+        Domain::in_namespace(domain, tracking, "acme")
+    }
+
+    fn in_namespace(domain: &str, tracking: Option<&str>, namespace: &str) -> Domain {
         let name = SendingName::parse(domain).unwrap();
-        let token = naming::token(&IDENTITY_KEY, "acme", domain);
+        let token = naming::token(&IDENTITY_KEY, namespace, domain);
         let records = naming::customer_records(&name, &token, ZONE, tracking);
         Domain {
             name,
@@ -1023,4 +1027,106 @@ mod through_the_operator {
         })
         .await;
     }
+}
+
+/// `check --namespace`: the token from the identity key in the cluster, the
+/// expected DKIM keys and the tracking subdomain from the SendingDomain.
+#[tokio::test]
+async fn the_check_command_reads_the_cluster() {
+    use crate::support::{TestNs, cluster};
+    use anypost_operator::api::SendingDomain;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::Api;
+    use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+
+    let ns = TestNs::new("verify-check-cmd").await;
+    let secrets: Api<Secret> = ns.api();
+    secrets
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("anypost-operator-identity".into()),
+                    ..Default::default()
+                },
+                data: Some(BTreeMap::from([(
+                    "identity.key".to_string(),
+                    ByteString(IDENTITY_KEY.to_vec()),
+                )])),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Not labelled for any test's operator: nothing reconciles it, so the status
+    // written here stays.
+    ns.apply_ok(
+        "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: example-com\n\
+         spec:\n  domain: example.com\n  tracking:\n    subdomain: track\n",
+    );
+    let d = Domain::in_namespace("example.com", Some("track"), &ns.name);
+    // The cluster's anypost2 key differs from the one the zone serves.
+    let api: Api<SendingDomain> = ns.api();
+    api.patch_status(
+        "example-com",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {
+            "id": naming::domain_id(&d.token),
+            "dkim": {
+                "secretName": "example-com-dkim",
+                "activeSelector": "anypost1",
+                "selectors": [
+                    {"name": "anypost1", "state": "active", "publicKey": key(1)},
+                    {"name": "anypost2", "state": "standby", "publicKey": key(9)},
+                ],
+            },
+        }})),
+    )
+    .await
+    .unwrap();
+
+    let dns = topology(d.customer_zone(), d.operator_zone()).await;
+    let (resolver, namespace) = (dns.resolver().to_string(), ns.name.clone());
+    let kubeconfig = cluster().kubeconfig.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_anypost-operator"))
+            .args([
+                "check",
+                "example.com",
+                "--zone",
+                ZONE,
+                "--namespace",
+                &namespace,
+            ])
+            .args(["--operator-namespace", &namespace, "--resolver", &resolver])
+            .env("KUBECONFIG", kubeconfig)
+            .env("ANYPOST_MX_HOST", MX)
+            .env("ANYPOST_SPF_INCLUDE", SPF)
+            .env("ANYPOST_TRACKING_HOST", TRACKING_HOST)
+            .output()
+            .expect("running anypost-operator check")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[1].contains(" ok ") && lines[1].ends_with(&format!("CNAME → {}", d.target())),
+        "{stdout}"
+    );
+    assert!(lines[3].contains(" key_mismatch "), "{stdout}");
+    assert!(lines[4].starts_with("track.example.com "), "{stdout}");
+    assert!(
+        stdout.contains("example.com: pending (dkim_mismatch)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tracking: verified"), "{stdout}");
+    assert!(!stdout.contains("note:"), "{stdout}");
 }
