@@ -848,17 +848,13 @@ pub fn live_domains(domains: &[Arc<SendingDomain>]) -> Vec<Arc<SendingDomain>> {
         .collect()
 }
 
-/// Reads the server's zone, plans against the SendingDomains and applies the plan.
-pub async fn sync_once(
-    server: &Server,
-    cfg: &ZoneConfig,
-    domains: &[Arc<SendingDomain>],
-) -> Result<SyncReport, Error> {
-    let snapshot = server.read_zone(&cfg.zone).await?;
-    let desired = desired_zone(cfg, &live_domains(domains));
-    let plan = plan(&snapshot.zone, &desired);
+/// Reads the server's zone, plans against `desired` and applies the plan.
+pub async fn sync_once(server: &Server, desired: &Zone) -> Result<SyncReport, Error> {
+    let origin = desired.origin();
+    let snapshot = server.read_zone(origin).await?;
+    let plan = plan(&snapshot.zone, desired);
     let foreign: Vec<(String, hrr::RecordType)> = snapshot.foreign.iter().cloned().collect();
-    let batches = server.apply(&cfg.zone, &plan.changes, &foreign).await?;
+    let batches = server.apply(origin, &plan.changes, &foreign).await?;
     let (created, replaced, deleted) = plan.counts();
     let mut zone = snapshot.zone;
     plan.apply(&mut zone);
@@ -1082,61 +1078,75 @@ async fn keep_syncing(
         sync.config.key_name.clone(),
     );
     let mut backoff: Option<Duration> = None;
+    // The desired zone of the last successful sync: a SendingDomain change that
+    // leaves it as it was (most are status writes) needs no transfer.
+    let mut synced: Option<Zone> = None;
+    let mut next_resync = tokio::time::Instant::now();
+    let mut must_sync = true;
     loop {
         if !until_leader(&mut sync.leader).await {
             info!("not the leader and never will be: the rfc2136 sync stays idle");
             futures::future::pending::<()>().await;
         }
         let domains = store.state();
-        let started = std::time::Instant::now();
-        match sync_once(&server, &sync.zone, &domains).await {
-            Ok(report) => {
-                info!(
-                    %zone,
-                    server = %addr,
-                    key = %key,
-                    serial = report.serial_read.unwrap_or_default(),
-                    domains = domains.len(),
-                    created = report.created,
-                    replaced = report.replaced,
-                    deleted = report.deleted,
-                    batches = report.batches,
-                    millis = started.elapsed().as_millis() as u64,
-                    "rfc2136 sync done"
-                );
-                sync.publisher.succeeded(report.zone);
-                backoff = None;
+        let desired = desired_zone(&sync.zone, &live_domains(&domains));
+        let due = must_sync
+            || backoff.is_some()
+            || tokio::time::Instant::now() >= next_resync
+            || synced.as_ref() != Some(&desired);
+        if due {
+            let started = std::time::Instant::now();
+            match sync_once(&server, &desired).await {
+                Ok(report) => {
+                    info!(
+                        %zone,
+                        server = %addr,
+                        key = %key,
+                        serial = report.serial_read.unwrap_or_default(),
+                        domains = domains.len(),
+                        created = report.created,
+                        replaced = report.replaced,
+                        deleted = report.deleted,
+                        batches = report.batches,
+                        millis = started.elapsed().as_millis() as u64,
+                        "rfc2136 sync done"
+                    );
+                    sync.publisher.succeeded(report.zone);
+                    synced = Some(desired);
+                    backoff = None;
+                    must_sync = false;
+                    next_resync = tokio::time::Instant::now() + sync.config.resync;
+                }
+                Err(error) => {
+                    let wait = next_backoff(backoff);
+                    backoff = Some(wait);
+                    warn!(
+                        %zone,
+                        server = %addr,
+                        key = %key,
+                        category = error.category(),
+                        %error,
+                        retry_in_secs = wait.as_secs_f64(),
+                        "rfc2136 sync failed"
+                    );
+                    sync.publisher.failed(&error);
+                }
             }
-            Err(error) => {
-                let wait = next_backoff(backoff);
-                backoff = Some(wait);
-                warn!(
-                    %zone,
-                    server = %addr,
-                    key = %key,
-                    category = error.category(),
-                    %error,
-                    retry_in_secs = wait.as_secs_f64(),
-                    "rfc2136 sync failed"
-                );
-                sync.publisher.failed(&error);
-            }
+        } else {
+            debug!("the SendingDomains changed but not the zone they ask for");
         }
         match backoff {
             Some(wait) => {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    () = leadership_changes(&mut sync.leader) => {}
+                    () = leadership_changes(&mut sync.leader) => must_sync = true,
                 }
             }
             None => {
                 tokio::select! {
-                    () = changed.notified() => {
-                        debug!("SendingDomains changed; syncing");
-                        tokio::time::sleep(COALESCE).await;
-                    }
-                    () = tokio::time::sleep(sync.config.resync) => debug!("periodic resync"),
-                    () = leadership_changes(&mut sync.leader) => {}
+                    () = changed.notified() => tokio::time::sleep(COALESCE).await,
+                    () = tokio::time::sleep_until(next_resync) => debug!("periodic resync"),
+                    () = leadership_changes(&mut sync.leader) => must_sync = true,
                 }
             }
         }
