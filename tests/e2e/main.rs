@@ -9,4 +9,5 @@ mod controller;
 mod crd;
 mod demo;
 mod dns_embedded;
+mod rfc2136;
 mod verify;

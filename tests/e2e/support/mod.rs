@@ -8,6 +8,7 @@
 // Each test module uses a different part of this toolbox; unused parts are fine.
 #![allow(dead_code, unused_imports)]
 
+pub mod bind_rfc2136;
 mod cluster;
 pub mod dns_topology;
 mod operator;

@@ -1,0 +1,362 @@
+//! The rfc2136 backend against a real BIND primary and the real control plane:
+//! the operator process pushes a SendingDomain's records with TSIG-signed UPDATE,
+//! follows key and spec changes, prunes what nobody accounts for, removes a
+//! deleted domain's records, survives BIND going away, and says clearly when its
+//! key is wrong.
+//!
+//! Each test has its own BIND, namespace and operator (scoped with `--selector`).
+
+use crate::controller::{ZONE, manifest, wait_published};
+use crate::support::bind_rfc2136::{BindPrimary, KEY_NAME};
+use crate::support::{Operator, TestNs, eventually};
+use anyhow::{anyhow, ensure};
+use anypost_operator::api::SendingDomain;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::DeleteParams;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Starts an operator pushing to `bind`, managing the SendingDomains labelled
+/// for `run`, with its identity and lease in `home`.
+fn operator(
+    name: &str,
+    home: &str,
+    run: &str,
+    bind: &BindPrimary,
+    secret_file: &std::path::Path,
+    leader_election: bool,
+) -> Operator {
+    let selector = format!("anypost.com/e2e-run={run}");
+    let server = bind.addr().to_string();
+    let secret = secret_file.display().to_string();
+    let leader = leader_election.to_string();
+    Operator::start(
+        name,
+        &[
+            "--zone",
+            ZONE,
+            "--mx-host",
+            "mx.anypost.test",
+            "--spf-include",
+            "spf.anypost.test",
+            "--tracking-host",
+            "t.anypost.test",
+            "--namespace",
+            home,
+            "--selector",
+            &selector,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--resolver",
+            "127.0.0.1:9",
+            "--resolver-timeout",
+            "300ms",
+            "--zone-backend",
+            "rfc2136",
+            "--rfc2136-server",
+            &server,
+            "--tsig-key-name",
+            KEY_NAME,
+            "--tsig-secret-file",
+            &secret,
+            "--rfc2136-resync",
+            "2s",
+            "--leader-election",
+            &leader,
+        ],
+    )
+}
+
+fn condition(sd: &SendingDomain, type_: &str) -> Option<(String, String, String)> {
+    sd.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn token(sd: &SendingDomain) -> String {
+    let id = sd
+        .status
+        .as_ref()
+        .and_then(|s| s.id.clone())
+        .expect("status.id");
+    id.strip_prefix("domain_")
+        .expect("domain_ prefix")
+        .to_string()
+}
+
+fn public_keys(sd: &SendingDomain) -> Vec<String> {
+    sd.status
+        .as_ref()
+        .and_then(|s| s.dkim.as_ref())
+        .map(|d| d.selectors.iter().map(|s| s.public_key.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until BIND serves the domain's MX, SPF and both DKIM keys of `sd`.
+async fn wait_served(bind: &BindPrimary, sd: &SendingDomain) {
+    let t = token(sd);
+    let keys = public_keys(sd);
+    assert_eq!(keys.len(), 2, "two selectors in status");
+    eventually(WAIT, || async {
+        let mx = bind.dig(&t, "MX");
+        ensure!(mx == ["10 mx.anypost.test."], "MX at {t}: {mx:?}");
+        let spf = bind.txt(&t);
+        ensure!(
+            spf == ["v=spf1 include:spf.anypost.test -all"],
+            "SPF at {t}: {spf:?}"
+        );
+        for (sel, key) in ["anypost1", "anypost2"].iter().zip(&keys) {
+            let dkim = bind.txt(&format!("{sel}._domainkey.{t}"));
+            ensure!(
+                dkim == [format!("v=DKIM1; k=rsa; p={key}")],
+                "DKIM at {sel}: {dkim:?}"
+            );
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await
+}
+
+/// The apex records BIND was started with, which the operator never touches.
+fn apex(bind: &BindPrimary) -> (Vec<String>, Vec<String>) {
+    (bind.dig("@", "NS"), bind.dig("ns1", "A"))
+}
+
+#[tokio::test]
+async fn rfc2136_publishes_updates_prunes_and_deletes() {
+    let bind = BindPrimary::start(ZONE).await;
+    let ns = TestNs::new("rfc2136").await;
+    let run = ns.name.clone();
+    let _op = operator("rfc2136", &ns.name, &run, &bind, &bind.secret_file(), false);
+    let before = apex(&bind);
+    assert_eq!(before.0, [format!("ns1.{ZONE}.")]);
+
+    // Publish: MX, SPF and both DKIM keys reach BIND; RecordsPublished=True.
+    ns.apply_ok(&manifest(
+        "example-com",
+        &run,
+        "  domain: example.com\n  dkim:\n    keyBits: 1024\n",
+    ));
+    let api: Api<SendingDomain> = ns.api();
+    let sd = wait_published(&api, "example-com").await;
+    let t = token(&sd);
+    wait_served(&bind, &sd).await;
+    assert!(bind.dig(&format!("track.{t}"), "CNAME").is_empty());
+
+    // A spec change: tracking adds the CNAME.
+    ns.apply_ok(&manifest(
+        "example-com",
+        &run,
+        "  domain: example.com\n  dkim:\n    keyBits: 1024\n  tracking:\n    subdomain: track\n",
+    ));
+    eventually(WAIT, || async {
+        let got = bind.dig(&format!("track.{t}"), "CNAME");
+        ensure!(got == ["t.anypost.test."], "tracking CNAME: {got:?}");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+
+    // A key change: the DKIM Secret is lost, new keys are made and published.
+    let old_keys = public_keys(&sd);
+    let secrets: Api<Secret> = ns.api();
+    secrets
+        .delete("example-com-dkim", &DeleteParams::default())
+        .await
+        .unwrap();
+    let sd = eventually(WAIT, || async {
+        let sd = api.get("example-com").await?;
+        let keys = public_keys(&sd);
+        ensure!(
+            keys.len() == 2 && keys[0] != old_keys[0] && keys[1] != old_keys[1],
+            "keys not replaced yet"
+        );
+        Ok::<_, anyhow::Error>(sd)
+    })
+    .await;
+    wait_served(&bind, &sd).await;
+    let sd = wait_published(&api, "example-com").await;
+    assert_eq!(
+        condition(&sd, "RecordsPublished").map(|c| c.1),
+        Some("Published".to_string())
+    );
+
+    // Records nobody accounts for are pruned, of any type, at the next sync.
+    bind.nsupdate(&[
+        format!("update add stale.{ZONE} 60 TXT \"left by hand\""),
+        format!("update add extra.{t}.{ZONE} 60 A 192.0.2.7"),
+        format!("update add {t}.{ZONE} 60 AAAA 2001:db8::7"),
+        format!("update add _sip._tcp.{ZONE} 60 SRV 0 0 5060 sip.example."),
+    ]);
+    assert_eq!(bind.txt("stale"), ["left by hand"]);
+    eventually(WAIT, || async {
+        let left: Vec<Vec<String>> = vec![
+            bind.dig("stale", "TXT"),
+            bind.dig(&format!("extra.{t}"), "A"),
+            bind.dig(&t, "AAAA"),
+            bind.dig("_sip._tcp", "SRV"),
+        ];
+        ensure!(left.iter().all(Vec::is_empty), "still there: {left:?}");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    wait_served(&bind, &sd).await;
+    assert_eq!(apex(&bind), before, "apex NS and ns1's address untouched");
+
+    // Deleting the SendingDomain removes its names from the zone.
+    api.delete("example-com", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(WAIT, || async {
+        let names: Vec<String> = bind.axfr().into_iter().filter(|l| l.contains(&t)).collect();
+        ensure!(names.is_empty(), "left in the zone: {names:?}");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    let zone = bind.axfr();
+    let types: Vec<&str> = zone
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(types, ["SOA", "NS", "A", "SOA"], "{zone:#?}");
+    assert_eq!(apex(&bind), before);
+}
+
+#[tokio::test]
+async fn rfc2136_bind_down_is_reported_and_caught_up() {
+    let mut bind = BindPrimary::start(ZONE).await;
+    let ns = TestNs::new("rfc2136-down").await;
+    let run = ns.name.clone();
+    // With leader election on: the sync follows the controller's lease.
+    let mut op = operator(
+        "rfc2136-down",
+        &ns.name,
+        &run,
+        &bind,
+        &bind.secret_file(),
+        true,
+    );
+    ns.apply_ok(&manifest(
+        "one",
+        &run,
+        "  domain: one.example.com\n  dkim:\n    keyBits: 1024\n",
+    ));
+    let api: Api<SendingDomain> = ns.api();
+    let one = wait_published(&api, "one").await;
+    wait_served(&bind, &one).await;
+
+    bind.stop();
+    let (status, reason, message) = eventually(WAIT, || async {
+        let sd = api.get("one").await?;
+        let c = condition(&sd, "RecordsPublished").ok_or_else(|| anyhow!("no condition"))?;
+        ensure!(c.0 == "False", "RecordsPublished={c:?}");
+        Ok::<_, anyhow::Error>(c)
+    })
+    .await;
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "SyncFailed"));
+    let server = bind.addr().to_string();
+    assert!(
+        message.contains(&server) && message.contains(&format!("TSIG key {KEY_NAME}")),
+        "{message}"
+    );
+    assert!(message.contains("connect"), "{message}");
+    op.wait_for_log("rfc2136 sync failed", WAIT).await;
+
+    // A domain created while BIND is away is published once it is back.
+    ns.apply_ok(&manifest(
+        "two",
+        &run,
+        "  domain: two.example.com\n  dkim:\n    keyBits: 1024\n",
+    ));
+    bind.start_again().await;
+    // Nothing was lost: the first domain's records came back with the server.
+    wait_served(&bind, &one).await;
+    let one = wait_published(&api, "one").await;
+    let two = wait_published(&api, "two").await;
+    wait_served(&bind, &two).await;
+    wait_served(&bind, &one).await;
+    assert!(op.is_running());
+}
+
+#[tokio::test]
+async fn rfc2136_wrong_tsig_secret_is_a_clear_error() {
+    let bind = BindPrimary::start(ZONE).await;
+    let ns = TestNs::new("rfc2136-badkey").await;
+    let run = ns.name.clone();
+    let mut op = operator(
+        "rfc2136-badkey",
+        &ns.name,
+        &run,
+        &bind,
+        &bind.wrong_secret_file(),
+        false,
+    );
+    ns.apply_ok(&manifest(
+        "example-com",
+        &run,
+        "  domain: example.com\n  dkim:\n    keyBits: 1024\n",
+    ));
+    let api: Api<SendingDomain> = ns.api();
+    let (_, reason, message) = eventually(WAIT, || async {
+        let sd = api.get("example-com").await?;
+        let c = condition(&sd, "RecordsPublished").ok_or_else(|| anyhow!("no condition"))?;
+        ensure!(c.1 == "SyncFailed", "RecordsPublished={c:?}");
+        Ok::<_, anyhow::Error>(c)
+    })
+    .await;
+    assert_eq!(reason, "SyncFailed");
+    assert!(
+        message.contains(&format!("the server rejected TSIG key {KEY_NAME}"))
+            && message.contains("BADSIG")
+            && message.contains(&bind.addr().to_string()),
+        "{message}"
+    );
+    op.wait_for_log(&format!("the server rejected TSIG key {KEY_NAME}"), WAIT)
+        .await;
+    // Nothing reached the zone.
+    assert_eq!(bind.axfr().len(), 4, "{:#?}", bind.axfr());
+}
+
+#[tokio::test]
+async fn rfc2136_missing_flags_stop_the_operator_with_the_flag_named() {
+    let ns = TestNs::new("rfc2136-flags").await;
+    let mut op = Operator::start(
+        "rfc2136-flags",
+        &[
+            "--zone",
+            ZONE,
+            "--mx-host",
+            "mx.anypost.test",
+            "--spf-include",
+            "spf.anypost.test",
+            "--tracking-host",
+            "t.anypost.test",
+            "--namespace",
+            &ns.name,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--zone-backend",
+            "rfc2136",
+            "--rfc2136-server",
+            "127.0.0.1:9",
+            "--leader-election=false",
+        ],
+    );
+    eventually(WAIT, || {
+        let running = op.is_running();
+        async move {
+            ensure!(!running, "the operator is still running");
+            Ok::<_, anyhow::Error>(())
+        }
+    })
+    .await;
+    let logs = op.logs();
+    assert!(
+        logs.contains("--tsig-key-name: required with --zone-backend rfc2136"),
+        "{logs}"
+    );
+}
