@@ -4,7 +4,20 @@
 //!
 //! [`verify`] is what the controller and `anypost-operator check` both call. It asks
 //! a recursive resolver one question at a time (see [`resolve`]) and leaves every
-//! judgement to the pure [`chain`] rules and [`messages`] texts.
+//! judgement to the pure `chain` rules and [`messages`] texts.
+//!
+//! Decisions a user can observe:
+//! - A provider that *flattens* CNAMEs (serves the target's records at the
+//!   customer's name, without a CNAME) does not verify, even when the copies are
+//!   exact: copies do not follow key rotation or MX changes, and carry no token. The
+//!   `*_cname_missing` message says the name answers without a CNAME.
+//! - A chain through names of the customer's own (`anypost.example.com →
+//!   alias.example.net → <t>.Z`) verifies: what counts is reaching the target.
+//! - Resolver failures are not evidence ([`Verdict::Unknown`]), except SERVFAIL for
+//!   names inside the operator's zone once the customer's CNAME is confirmed right:
+//!   the zone not answering is `chain_broken`.
+//! - Tracking is judged alike but separately, with its own codes
+//!   (`tracking_cname_missing`, `tracking_cname_mismatch`, or `chain_broken`).
 
 mod chain;
 mod check_cmd;
