@@ -819,6 +819,95 @@ mod tests {
         assert_eq!(j.state, RecordState::ChainBroken);
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn end() -> impl Strategy<Value = End> {
+            prop_oneof![
+                Just(End::Exists),
+                Just(End::NxDomain),
+                Just(End::Loop),
+                Just(End::TooLong),
+                Just(End::Failed(QueryFailure::ServFail)),
+                Just(End::Failed(QueryFailure::Timeout)),
+            ]
+        }
+
+        fn answer() -> impl Strategy<Value = Option<Answer>> {
+            prop_oneof![
+                Just(None),
+                Just(Some(Answer::NoData)),
+                Just(Some(Answer::NxDomain)),
+                Just(Some(Answer::Failed(QueryFailure::ServFail))),
+                Just(Some(Answer::Records(vec![mx("mx.anypost.example")]))),
+                Just(Some(Answer::Records(vec![txt(&[
+                    "v=spf1 include:spf.anypost.example -all"
+                ])]))),
+                Just(Some(Answer::Records(vec![txt(&["v=DKIM1; p=KEY1"])]))),
+            ]
+        }
+
+        fn purpose() -> impl Strategy<Value = Purpose> {
+            prop_oneof![
+                Just(Purpose::Verification),
+                Just(Purpose::Dkim),
+                Just(Purpose::Tracking)
+            ]
+        }
+
+        proptest! {
+            /// Whatever the resolver showed: a problem exactly when the state is a
+            /// failure, `Ok` only when the chain passes through the target, missing
+            /// exactly when there is no CNAME at all, and no conclusion drawn from a
+            /// failure at the customer's own name.
+            #[test]
+            fn judgements_are_consistent(
+                purpose in purpose(),
+                hops in proptest::collection::vec(0usize..4, 0..5),
+                end in end(),
+                mx_a in answer(),
+                txt_a in answer(),
+            ) {
+                let r = rec(purpose);
+                let pool = [
+                    r.value.clone(),
+                    "alias.example.net".to_string(),
+                    "t.anypost.example".to_string(),
+                    format!("other.{T}"),
+                ];
+                let mut names = vec![r.fqdn.clone()];
+                names.extend(hops.iter().map(|&i| pool[i].clone()));
+                let ev = Evidence {
+                    walk: Walk { names: names.clone(), end: end.clone() },
+                    mx: mx_a,
+                    txt: txt_a,
+                    ..Default::default()
+                };
+                let j = judge(&r, &expected(), &ev);
+                let failing = !matches!(j.state, RecordState::Ok | RecordState::Unknown);
+                prop_assert_eq!(j.problem.is_some(), failing);
+                prop_assert_eq!(j.unknown.is_some(), j.state == RecordState::Unknown);
+                prop_assert!(!j.observed.is_empty());
+                if j.state == RecordState::Ok {
+                    prop_assert!(names[1..].contains(&r.value));
+                }
+                if names.len() == 1 {
+                    let expect = if matches!(end, End::Failed(_)) {
+                        RecordState::Unknown
+                    } else {
+                        RecordState::Missing
+                    };
+                    prop_assert_eq!(j.state, expect);
+                }
+                if let Some(p) = &j.problem {
+                    let m = crate::verify::messages::message(&r, p);
+                    prop_assert!(m.contains(&r.fqdn) && m.ends_with('.'), "{}", m);
+                }
+            }
+        }
+    }
+
     #[test]
     fn parsing_helpers() {
         assert_eq!(dkim_key("v=DKIM1; k=rsa; p=AB CD"), Some("ABCD".into()));
