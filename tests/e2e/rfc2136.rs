@@ -360,3 +360,115 @@ async fn rfc2136_missing_flags_stop_the_operator_with_the_flag_named() {
         "{logs}"
     );
 }
+
+/// Without the control plane: a zone of thousands of RRsets with 4096-bit-sized
+/// DKIM keys goes out in many bounded UPDATEs, comes back whole through a
+/// transfer of many messages (a second sync finds nothing to do), and shrinks
+/// again in batches of deletes.
+#[tokio::test]
+async fn rfc2136_large_zones_go_in_batches_and_come_back_whole() {
+    use anypost_operator::cli::{Rfc2136Args, ZoneArgs};
+    use anypost_operator::dns::rfc2136::{Rfc2136Config, Server, sync_once};
+    use anypost_operator::dns::zone::{RData, RecordType, RrSet, ZoneConfig, dkim_text};
+
+    let bind = BindPrimary::start(ZONE).await;
+    let config = Rfc2136Config::from_args(&Rfc2136Args {
+        rfc2136_server: Some(bind.addr()),
+        tsig_key_name: Some(KEY_NAME.into()),
+        tsig_secret_file: Some(bind.secret_file()),
+        tsig_algorithm: "hmac-sha256".into(),
+        rfc2136_resync: Duration::from_secs(300),
+    })
+    .unwrap();
+    let cfg = ZoneConfig::from_args(&ZoneArgs {
+        zone: ZONE.into(),
+        mx_host: "mx.anypost.test".into(),
+        spf_include: "spf.anypost.test".into(),
+        tracking_host: "t.anypost.test".into(),
+        nameservers: vec![],
+        nameserver_addresses: vec![],
+        soa_contact: None,
+        record_ttl: 300,
+    })
+    .unwrap();
+    let server = Server::new(&config);
+    // A 4096-bit RSA key is about 736 base64 characters.
+    let key = |i: usize| format!("{}{i:04}", "K".repeat(732));
+    let mut desired = cfg.apex_zone();
+    const N: usize = 800;
+    for i in 0..N {
+        let base = format!("t{i:04}.{ZONE}");
+        desired.insert(
+            &base,
+            RrSet::one(
+                300,
+                RData::Mx {
+                    preference: 10,
+                    exchange: "mx.anypost.test".into(),
+                },
+            ),
+        );
+        desired.insert(
+            &format!("anypost1._domainkey.{base}"),
+            RrSet::one(300, RData::txt(&dkim_text(&key(i)))),
+        );
+    }
+
+    let first = sync_once(&server, &desired).await.unwrap();
+    assert_eq!(
+        (first.created, first.replaced, first.deleted),
+        (2 * N, 0, 0)
+    );
+    assert!(first.batches > 2 * N / 100, "{} batches", first.batches);
+    assert_eq!(
+        bind.txt(&format!("anypost1._domainkey.t{:04}", N - 1)),
+        [dkim_text(&key(N - 1))]
+    );
+
+    // What was written reads back exactly, across a transfer of many messages.
+    let second = sync_once(&server, &desired).await.unwrap();
+    assert_eq!(
+        (
+            second.created,
+            second.replaced,
+            second.deleted,
+            second.batches
+        ),
+        (0, 0, 0, 0)
+    );
+    let logs = bind.logs();
+    let messages: Vec<u32> = logs
+        .lines()
+        .filter_map(|l| {
+            l.split("AXFR ended: ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        messages.iter().any(|&m| m > 1),
+        "no transfer of several messages: {messages:?}"
+    );
+
+    // Half the domains go, one key changes.
+    for i in (0..N).step_by(2) {
+        let base = format!("t{i:04}.{ZONE}");
+        desired.remove(&base, RecordType::Mx);
+        desired.remove(&format!("anypost1._domainkey.{base}"), RecordType::Txt);
+    }
+    desired.insert(
+        &format!("anypost1._domainkey.t0001.{ZONE}"),
+        RrSet::one(300, RData::txt(&dkim_text("QUJD"))),
+    );
+    let third = sync_once(&server, &desired).await.unwrap();
+    assert_eq!((third.created, third.replaced, third.deleted), (0, 1, N));
+    assert!(bind.dig("t0000", "MX").is_empty());
+    assert_eq!(bind.dig("t0001", "MX"), ["10 mx.anypost.test."]);
+    assert_eq!(bind.txt("anypost1._domainkey.t0001"), [dkim_text("QUJD")]);
+    let fourth = sync_once(&server, &desired).await.unwrap();
+    assert_eq!(fourth.batches, 0);
+    assert_eq!(fourth.zone.len(), desired.len() + 1, "plus ns1's address");
+}
