@@ -348,11 +348,18 @@ pub fn message(record: &DnsRecord, problem: &Problem) -> String {
 
 /// The message shown when no evidence could be gathered (resolver failures).
 pub fn unknown_message(record: &DnsRecord, why: &str) -> String {
-    format!(
+    let mut m = format!(
         "Could not check {} ({why}): the resolver gave no usable answer, which says \
          nothing about the records. The check is repeated automatically.",
         record.fqdn
-    )
+    );
+    if why == "SERVFAIL" {
+        m.push_str(&format!(
+            " If this persists, check that the nameservers of {} answer for it.",
+            apex_of(record)
+        ));
+    }
+    m
 }
 
 fn record_kind(p: Purpose) -> &'static str {
@@ -680,6 +687,19 @@ mod tests {
             other_in_zone: false,
         };
         assert_eq!(code(Purpose::Tracking, &p), "tracking_cname_mismatch");
+    }
+
+    #[test]
+    fn unknown_says_it_is_no_evidence() {
+        assert_eq!(
+            unknown_message(&apex_rec(), "timed out"),
+            "Could not check anypost.example.com (timed out): the resolver gave no usable \
+             answer, which says nothing about the records. The check is repeated \
+             automatically."
+        );
+        assert!(unknown_message(&apex_rec(), "SERVFAIL").ends_with(
+            "If this persists, check that the nameservers of example.com answer for it."
+        ));
     }
 
     #[test]
