@@ -683,6 +683,29 @@ impl Connection {
     }
 }
 
+/// Adds one transfer message's answers to `records`; true once the closing SOA
+/// has arrived (anything after it is ignored). A transfer must open with the SOA.
+fn take_transfer_answers(records: &mut Vec<Record>, answers: Vec<Record>) -> Result<bool, String> {
+    for r in answers {
+        let is_soa = r.record_type() == hrr::RecordType::SOA;
+        if records.is_empty() && !is_soa {
+            return Err(
+                "the transfer does not start with the zone's SOA (is the server authoritative for it?)"
+                    .into(),
+            );
+        }
+        let closing = is_soa && !records.is_empty();
+        records.push(r);
+        if closing {
+            return Ok(true);
+        }
+    }
+    if records.is_empty() {
+        return Err("the server sent no SOA: the transfer is empty".into());
+    }
+    Ok(false)
+}
+
 /// The server the backend syncs with.
 #[derive(Clone)]
 pub struct Server {
@@ -744,23 +767,8 @@ impl Server {
         let mut records: Vec<Record> = Vec::new();
         loop {
             let answer = conn.receive(&mut verifier, id, false).await?;
-            for r in answer.answers {
-                let is_soa = r.record_type() == hrr::RecordType::SOA;
-                if records.is_empty() && !is_soa {
-                    return Err(
-                        "the transfer does not start with the zone's SOA (is the server authoritative for it?)"
-                            .into(),
-                    );
-                }
-                let closing = is_soa && !records.is_empty();
-                records.push(r);
-                if closing {
-                    // The closing SOA ends the transfer; nothing may follow it.
-                    return Ok(records);
-                }
-            }
-            if records.is_empty() {
-                return Err("the server sent no SOA: the transfer is empty".into());
+            if take_transfer_answers(&mut records, answer.answers)? {
+                return Ok(records);
             }
         }
     }
@@ -1479,6 +1487,46 @@ mod tests {
             s.foreign.into_iter().collect::<Vec<_>>(),
             [("_x.dns.anypost.example".to_string(), hrr::RecordType::SRV)]
         );
+    }
+
+    #[test]
+    fn only_a_transfer_from_soa_to_soa_is_complete() {
+        let z = "dns.anypost.example.";
+        let soa = || {
+            record(
+                z,
+                3600,
+                hrr::RData::SOA(SOA::new(
+                    Name::from_ascii("ns1.dns.anypost.example.").unwrap(),
+                    Name::from_ascii("h.dns.anypost.example.").unwrap(),
+                    1,
+                    1,
+                    1,
+                    1,
+                    1,
+                )),
+            )
+        };
+        let ns = || {
+            record(
+                z,
+                3600,
+                hrr::RData::NS(NS(Name::from_ascii("ns1.dns.anypost.example.").unwrap())),
+            )
+        };
+        // An empty first answer, or one not opening with the SOA, is a failure.
+        let mut r = vec![];
+        let e = take_transfer_answers(&mut r, vec![]).unwrap_err();
+        assert!(e.contains("no SOA"), "{e}");
+        let e = take_transfer_answers(&mut r, vec![ns(), soa()]).unwrap_err();
+        assert!(e.contains("does not start with the zone's SOA"), "{e}");
+        // Spread over messages: complete only at the closing SOA.
+        let mut r = vec![];
+        assert!(!take_transfer_answers(&mut r, vec![soa()]).unwrap());
+        assert!(!take_transfer_answers(&mut r, vec![]).unwrap());
+        assert!(!take_transfer_answers(&mut r, vec![ns()]).unwrap());
+        assert!(take_transfer_answers(&mut r, vec![soa(), ns()]).unwrap());
+        assert_eq!(r.len(), 3);
     }
 
     #[test]
