@@ -472,3 +472,43 @@ async fn rfc2136_large_zones_go_in_batches_and_come_back_whole() {
     assert_eq!(fourth.batches, 0);
     assert_eq!(fourth.zone.len(), desired.len() + 1, "plus ns1's address");
 }
+
+#[tokio::test]
+async fn rfc2136_only_the_leader_writes_and_a_successor_takes_over() {
+    let bind = BindPrimary::start(ZONE).await;
+    let ns = TestNs::new("rfc2136-leader").await;
+    let run = ns.name.clone();
+    let secret = bind.secret_file();
+    let mut first = operator("rfc2136-leader-a", &ns.name, &run, &bind, &secret, true);
+    first
+        .wait_for_log("became the leader", Duration::from_secs(30))
+        .await;
+    let second = operator("rfc2136-leader-b", &ns.name, &run, &bind, &secret, true);
+    let api: Api<SendingDomain> = ns.api();
+    for name in ["one", "two"] {
+        ns.apply_ok(&manifest(
+            name,
+            &run,
+            &format!("  domain: {name}.example.com\n  dkim:\n    keyBits: 1024\n"),
+        ));
+        let sd = wait_published(&api, name).await;
+        wait_served(&bind, &sd).await;
+    }
+    assert!(first.logs().contains("rfc2136 sync done"));
+    assert!(
+        !second.logs().contains("rfc2136 sync"),
+        "the standby replica synced:\n{}",
+        second.logs()
+    );
+
+    // The leader dies; once its lease runs out the other replica leads and syncs.
+    first.kill();
+    ns.apply_ok(&manifest(
+        "three",
+        &run,
+        "  domain: three.example.com\n  dkim:\n    keyBits: 1024\n",
+    ));
+    let sd = wait_published(&api, "three").await;
+    wait_served(&bind, &sd).await;
+    assert!(second.logs().contains("rfc2136 sync done"));
+}
