@@ -25,12 +25,12 @@ usually clears within minutes of the domain being added. If it persists, contact
 const PROPAGATION_SHORT: &str = "This is usually a propagation delay: check again in a few \
 minutes.";
 
-/// A DKIM public key as long as a real 2048-bit one, so its TXT record is split
-/// into several character-strings.
+/// A DKIM public key as long as a real 4096-bit one (736 base64 characters), so
+/// its TXT record is split into three character-strings.
 fn key(n: u8) -> String {
     format!(
-        "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA{}IDAQAB",
-        format!("k{n}Q").repeat(110)
+        "MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEA{}IDAQAB",
+        format!("k{n}Q").repeat(229)
     )
 }
 
@@ -390,7 +390,7 @@ async fn dkim_mismatch_when_the_zone_serves_another_key() {
         format!(
             "The DKIM CNAME anypost1._domainkey.example.com points to \
              anypost1._domainkey.{t}, but the DKIM record there does not carry this \
-             domain's key (found p=MIIBIjAN…9QIDAQAB, expected p=MIIBIjAN…1QIDAQAB). \
+             domain's key (found p=MIICIjAN…9QIDAQAB, expected p=MIICIjAN…1QIDAQAB). \
              Check that the CNAME value is exactly anypost1._domainkey.{t}. Right after a \
              key change the previous key can still be served from caches: check again in \
              a few minutes."
@@ -957,6 +957,36 @@ mod through_the_operator {
             st.dns_records
         );
         assert_eq!(st.dns_records[0].fqdn, format!("anypost.{}", s.domain));
+        assert_eq!(condition(&st, "Ready").0, "True");
+
+        // The tracking CNAME goes away: TrackingVerified turns False, the domain
+        // stays verified and Ready.
+        let mut zone = ZoneFile::new("example.com");
+        for r in &st.dns_records {
+            if r.purpose != anypost_operator::api::Purpose::Tracking {
+                zone.add(format!("{}. IN CNAME {}.", r.fqdn, r.value));
+            }
+        }
+        s.dns.set_zone(&zone).await;
+        s.request_check();
+        let st = eventually(WAIT, || async {
+            let st = s.status().await?;
+            let code = st
+                .tracking
+                .as_ref()
+                .and_then(|t| t.failure.as_ref())
+                .map(|f| f.code.clone());
+            ensure!(
+                code.as_deref() == Some("tracking_cname_missing"),
+                "tracking failure {code:?}"
+            );
+            Ok(st)
+        })
+        .await;
+        assert_eq!(condition(&st, "TrackingVerified").0, "False");
+        assert_eq!(condition(&st, "Ready").0, "True");
+        assert_eq!(st.state, Some(DomainState::Verified));
+        assert_eq!(st.verification_failure, None);
     }
 
     #[tokio::test]
