@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -33,17 +33,34 @@ pub fn cluster() -> &'static Cluster {
 
 fn start() -> Result<Cluster, String> {
     let script = repo_root().join("scripts/dev-cluster");
-    let out = Command::new(&script)
+    // Its progress (a first run builds the control plane for minutes) goes straight
+    // to the terminal, past the test harness's capture, and is kept for the error.
+    let mut child = Command::new(&script)
         .arg("up")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let echo = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(std::io::stderr(), "{line}");
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("waiting for {}: {e}", script.display()))?;
+    let said = echo.join().unwrap_or_default();
     if !out.status.success() {
         return Err(format!(
-            "`scripts/dev-cluster up` failed ({}):\n{}{}",
+            "`scripts/dev-cluster up` failed ({}):\n{}{said}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
         ));
     }
     let state = target_dir().join("dev-cluster");
