@@ -1021,7 +1021,8 @@ pub struct Rfc2136Sync {
 
 /// Watches the SendingDomains (all namespaces, filtered by the selector) and, while
 /// this replica leads, syncs the server's zone after every change (coalesced) and
-/// every `resync`; a failed sync is retried with capped exponential backoff.
+/// every `resync`; a failed sync is retried with capped exponential backoff. A
+/// standby only reads the zone, every `resync`, to know what is published.
 /// `on_loaded` runs once the first complete list of SendingDomains is in.
 /// Runs until the future is dropped or the watch ends.
 pub async fn run(sync: Rfc2136Sync, on_loaded: impl FnOnce() + Send) {
@@ -1047,18 +1048,6 @@ pub async fn run(sync: Rfc2136Sync, on_loaded: impl FnOnce() + Send) {
     tokio::select! {
         () = drive => warn!("the SendingDomain watch ended"),
         () = keep_syncing(store, sync, changed, on_loaded) => {}
-    }
-}
-
-/// Waits until `leader` is true; `false` if it never can be again.
-async fn until_leader(leader: &mut watch::Receiver<bool>) -> bool {
-    loop {
-        if *leader.borrow_and_update() {
-            return true;
-        }
-        if leader.changed().await.is_err() {
-            return *leader.borrow();
-        }
     }
 }
 
@@ -1092,9 +1081,26 @@ async fn keep_syncing(
     let mut next_resync = tokio::time::Instant::now();
     let mut must_sync = true;
     loop {
-        if !until_leader(&mut sync.leader).await {
-            info!("not the leader and never will be: the rfc2136 sync stays idle");
-            futures::future::pending::<()>().await;
+        if !*sync.leader.borrow_and_update() {
+            // A standby never writes, but keeps its view of the server fresh, so
+            // that when it takes over, its controller starts from what the server
+            // holds instead of reporting every domain as not yet published.
+            match server.read_zone(&zone).await {
+                Ok(snapshot) => {
+                    debug!(%zone, server = %addr, rrsets = snapshot.zone.len(), "rfc2136 read (standby)");
+                    sync.publisher.succeeded(snapshot.zone);
+                }
+                Err(error) => {
+                    warn!(%zone, server = %addr, key = %key, %error, "rfc2136 read failed (standby)");
+                    sync.publisher.failed(&error);
+                }
+            }
+            must_sync = true;
+            tokio::select! {
+                () = tokio::time::sleep(sync.config.resync) => {}
+                () = leadership_changes(&mut sync.leader) => {}
+            }
+            continue;
         }
         let domains = store.state();
         let desired = desired_zone(&sync.zone, &live_domains(&domains));

@@ -501,6 +501,16 @@ async fn rfc2136_only_the_leader_writes_and_a_successor_takes_over() {
         second.logs()
     );
 
+    let since = |sd: &SendingDomain| {
+        sd.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "RecordsPublished")
+                .map(|c| (c.status.clone(), c.last_transition_time.clone()))
+        })
+    };
+    let one_before = since(&api.get("one").await.unwrap());
+
     // The leader dies; once its lease runs out the other replica leads and syncs.
     first.kill();
     ns.apply_ok(&manifest(
@@ -511,4 +521,8 @@ async fn rfc2136_only_the_leader_writes_and_a_successor_takes_over() {
     let sd = wait_published(&api, "three").await;
     wait_served(&bind, &sd).await;
     assert!(second.logs().contains("rfc2136 sync done"));
+    // The standby knew what the server held: the failover (whose controller
+    // reconciled every domain on taking over) did not flip the domains published
+    // before it.
+    assert_eq!(since(&api.get("one").await.unwrap()), one_before);
 }
