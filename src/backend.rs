@@ -39,6 +39,11 @@ impl Verifier for ResolverVerifier {
                     Some(Verdict::Failed(f)) => Some(pair(f)),
                     _ => None,
                 },
+                tracking_transient: outcome
+                    .tracking
+                    .as_ref()
+                    .and_then(|v| v.transient())
+                    .map(str::to_string),
                 records: outcome.records,
             }
         })

@@ -26,6 +26,14 @@ pub enum Command {
     /// Print the SendingDomain CustomResourceDefinition (the YAML kept in crds/).
     Crd,
     /// Check a domain's CNAMEs from a terminal and print the records and the verdict.
+    ///
+    /// The token comes from --token, or from the operator's identity key in the
+    /// cluster (with --namespace). With cluster access the SendingDomain for DOMAIN
+    /// in --namespace also gives the expected DKIM keys and tracking subdomain;
+    /// with --token alone DKIM keys are not compared (the output says so).
+    ///
+    /// Exit status: 0 verified, 1 pending (a record fails), 2 usage, cluster or
+    /// resolver error (including a check that got no usable answer).
     Check(Box<CheckArgs>),
 }
 
@@ -215,7 +223,7 @@ pub struct CheckArgs {
     pub zone: String,
 
     /// The SendingDomain's namespace (with the identity key, this gives the token).
-    #[arg(long, env = "ANYPOST_NAMESPACE")]
+    #[arg(long)]
     pub namespace: Option<String>,
 
     /// The domain's token (the part of status.id after domain_), instead of reading
@@ -230,6 +238,18 @@ pub struct CheckArgs {
     /// Tracking subdomain to check as well.
     #[arg(long)]
     pub tracking: Option<String>,
+
+    /// Expected MX host (as `run --mx-host`). Unset: any MX counts.
+    #[arg(long, env = "ANYPOST_MX_HOST", value_parser = host_name)]
+    pub mx_host: Option<String>,
+
+    /// Expected SPF include (as `run --spf-include`). Unset: any SPF record counts.
+    #[arg(long, env = "ANYPOST_SPF_INCLUDE", value_parser = host_name)]
+    pub spf_include: Option<String>,
+
+    /// Expected tracking host (as `run --tracking-host`). Unset: any CNAME counts.
+    #[arg(long, env = "ANYPOST_TRACKING_HOST", value_parser = host_name)]
+    pub tracking_host: Option<String>,
 
     /// Resolver to use (IP:PORT, repeatable). Default: the system's.
     #[arg(long = "resolver", value_delimiter = ',')]

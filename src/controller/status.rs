@@ -20,6 +20,8 @@ pub struct CheckResult {
     pub failure: Option<(String, String)>,
     /// The tracking record's failure, if tracking is on and it fails.
     pub tracking_failure: Option<(String, String)>,
+    /// The tracking record could not be resolved: no evidence either way.
+    pub tracking_transient: Option<String>,
     /// The resolver could not give an answer (timeout, SERVFAIL, REFUSED): no
     /// evidence either way.
     pub transient: Option<String>,
@@ -159,7 +161,16 @@ pub fn compute(i: Inputs<'_>) -> SendingDomainStatus {
                     fail = Some(f);
                 }
             }
-            if i.tracking_enabled {
+            if i.tracking_enabled
+                && let Some(why) = &c.tracking_transient
+            {
+                tracking_cond = Some(Desired::new(
+                    cond::TRACKING_VERIFIED,
+                    Status::Unknown,
+                    "ResolverError",
+                    why.clone(),
+                ));
+            } else if i.tracking_enabled {
                 let (ts, tc) = match &c.tracking_failure {
                     None => (
                         TrackingStatus {
@@ -448,6 +459,7 @@ mod tests {
             records: r,
             failure: None,
             tracking_failure: None,
+            tracking_transient: None,
             transient: None,
         }
     }
@@ -538,6 +550,27 @@ mod tests {
         let s = compute(i);
         assert_eq!(condition(&s, cond::READY), ("True", "Verified"));
         assert_eq!(condition(&s, cond::TRACKING_VERIFIED).0, "False");
+        assert_eq!(s.tracking.unwrap().state, DomainState::Pending);
+    }
+
+    #[test]
+    fn an_unresolvable_tracking_record_is_unknown_not_verified() {
+        let prev = SendingDomainStatus::default();
+        let mut i = inputs(
+            &prev,
+            10,
+            Some(CheckResult {
+                tracking_transient: Some("timed out".into()),
+                ..ok_check()
+            }),
+        );
+        i.tracking_enabled = true;
+        let s = compute(i);
+        assert_eq!(
+            condition(&s, cond::TRACKING_VERIFIED),
+            ("Unknown", "ResolverError")
+        );
+        assert_eq!(condition(&s, cond::READY), ("True", "Verified"));
         assert_eq!(s.tracking.unwrap().state, DomainState::Pending);
     }
 

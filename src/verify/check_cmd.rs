@@ -4,8 +4,8 @@
 //! (`--namespace` given). With a cluster, the SendingDomain for DOMAIN in that
 //! namespace also supplies the expected DKIM keys (its `status.dkim`) and the tracking
 //! subdomain (unless `--tracking` is given); without one, DKIM keys are not compared
-//! (the output says so). The MX host, SPF include and tracking host are read from
-//! `ANYPOST_MX_HOST`, `ANYPOST_SPF_INCLUDE`, `ANYPOST_TRACKING_HOST` (the variables
+//! (the output says so). The MX host, SPF include and tracking host come from
+//! `--mx-host`, `--spf-include`, `--tracking-host` (or the environment variables
 //! `run` reads); when unset any MX / SPF record / tracking CNAME counts.
 //!
 //! Exit status: 0 verified, 1 pending (a record fails), 2 usage, cluster or
@@ -101,24 +101,23 @@ async fn run(args: CheckArgs) -> Result<(String, Verdict), String> {
 
     let tracking = args.tracking.clone().or(cluster.tracking.clone());
     let records = naming::customer_records(&name, &token, &args.zone, tracking.as_deref());
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let expected = Expected {
         zone: args.zone.clone(),
-        mx_host: env("ANYPOST_MX_HOST"),
-        spf_include: env("ANYPOST_SPF_INCLUDE"),
-        tracking_host: env("ANYPOST_TRACKING_HOST"),
+        mx_host: args.mx_host.clone(),
+        spf_include: args.spf_include.clone(),
+        tracking_host: args.tracking_host.clone(),
         dkim_keys: cluster.dkim_keys.clone(),
     };
     let mut notes = cluster.notes;
     for (var, set, consequence) in [
-        ("ANYPOST_MX_HOST", expected.mx_host.is_some(), "any MX"),
+        ("--mx-host", expected.mx_host.is_some(), "any MX"),
         (
-            "ANYPOST_SPF_INCLUDE",
+            "--spf-include",
             expected.spf_include.is_some(),
             "any SPF record",
         ),
         (
-            "ANYPOST_TRACKING_HOST",
+            "--tracking-host",
             expected.tracking_host.is_some() || tracking.is_none(),
             "any tracking CNAME",
         ),
