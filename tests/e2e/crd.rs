@@ -1,13 +1,15 @@
 //! The SendingDomain CRD as users meet it: the checked-in YAML, `kubectl apply`,
 //! admission (OpenAPI schema and CEL rules), the status subresource, the printer
-//! columns and `kubectl explain`.
+//! columns, `kubectl explain`, and the garbage collection and namespace deletion
+//! the operator relies on.
 
 use crate::support::{TestNs, eventually, kubectl_ok, repo_root};
 use anypost_operator::api::{
     DkimSpec, DomainState, SendingDomain, SendingDomainSpec, TrackingSpec,
 };
-use kube::CustomResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{CustomResourceExt, Resource};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
@@ -651,4 +653,56 @@ async fn tracking_subdomain_is_checked_at_admission() {
         .map(|s| json!({ "domain": "example.com", "tracking": { "subdomain": s } }))
         .collect();
     assert_none("good spec.tracking", acceptances(&ns, "good", &good));
+}
+
+#[tokio::test]
+async fn objects_owned_by_a_sending_domain_are_garbage_collected_with_it() {
+    let ns = TestNs::new("crd-gc").await;
+    let domains: Api<SendingDomain> = ns.api();
+    let maps: Api<ConfigMap> = ns.api();
+    ns.apply_ok(&manifest("owner", json!({ "domain": "owner.example" })));
+    let owner = domains.get("owner").await.unwrap();
+    let owned = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("owned".into()),
+            owner_references: Some(vec![owner.controller_owner_ref(&()).unwrap()]),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    };
+    maps.create(&PostParams::default(), &owned).await.unwrap();
+
+    domains
+        .delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(60), || async {
+        match maps.get_opt("owned").await? {
+            None => anyhow::Ok(()),
+            Some(_) => anyhow::bail!("the owned ConfigMap is still there"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_namespace_with_sending_domains_is_deleted_completely() {
+    let ns = TestNs::new("crd-ns-delete").await;
+    ns.apply_ok(&manifest("a", json!({ "domain": "a.example" })));
+    ns.apply_ok(&manifest("b", json!({ "domain": "b.example" })));
+    let namespaces: Api<Namespace> = Api::all(ns.client.clone());
+    namespaces
+        .delete(&ns.name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(60), || async {
+        match namespaces.get_opt(&ns.name).await? {
+            None => anyhow::Ok(()),
+            Some(n) => anyhow::bail!(
+                "namespace still there: {:?}",
+                n.status.and_then(|s| s.conditions)
+            ),
+        }
+    })
+    .await;
 }
