@@ -97,6 +97,7 @@ pub async fn start(
             use crate::dns::rfc2136::{self, Rfc2136Config, Rfc2136Publisher, Rfc2136Sync};
             let config = Rfc2136Config::from_args(&args.rfc2136)?;
             let publisher = Rfc2136Publisher::new(&cfg.zone, &config);
+            rfc2136::prime(&publisher, &config, &cfg.zone).await;
             tracing::info!(
                 server = %config.server,
                 key = %config.key_name,

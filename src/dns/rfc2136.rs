@@ -1007,6 +1007,33 @@ pub fn next_backoff(previous: Option<Duration>) -> Duration {
         .min(BACKOFF_CAP)
 }
 
+/// Longest the startup read of the zone may hold up the start of the controller.
+pub const STARTUP_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads the server's zone once into `publisher`, before the controller starts:
+/// its first reconciles then see what the server already holds, and an operator
+/// restart does not report every domain as unpublished until the first sync. A
+/// failure is recorded (the condition says SyncFailed) and does not stop startup.
+pub async fn prime(publisher: &Rfc2136Publisher, config: &Rfc2136Config, origin: &str) {
+    let server = Server::new(config);
+    let read = tokio::time::timeout(STARTUP_READ_TIMEOUT, server.read_zone(origin)).await;
+    match read {
+        Ok(Ok(snapshot)) => {
+            info!(zone = %origin, server = %config.server, rrsets = snapshot.zone.len(), "read the zone from the server");
+            publisher.succeeded(snapshot.zone);
+        }
+        Ok(Err(error)) => {
+            warn!(zone = %origin, server = %config.server, key = %config.key_name, %error, "reading the zone at startup failed; the sync retries");
+            publisher.failed(&error);
+        }
+        Err(_) => warn!(
+            zone = %origin,
+            server = %config.server,
+            "reading the zone at startup took longer than {STARTUP_READ_TIMEOUT:?}; the sync goes on reading it"
+        ),
+    }
+}
+
 /// Everything the sync loop needs.
 pub struct Rfc2136Sync {
     pub client: kube::Client,

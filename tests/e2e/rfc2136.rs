@@ -132,7 +132,7 @@ async fn rfc2136_publishes_updates_prunes_and_deletes() {
     let bind = BindPrimary::start(ZONE).await;
     let ns = TestNs::new("rfc2136").await;
     let run = ns.name.clone();
-    let _op = operator("rfc2136", &ns.name, &run, &bind, &bind.secret_file(), false);
+    let mut op = operator("rfc2136", &ns.name, &run, &bind, &bind.secret_file(), false);
     let before = apex(&bind);
     assert_eq!(before.0, [format!("ns1.{ZONE}.")]);
 
@@ -147,6 +147,40 @@ async fn rfc2136_publishes_updates_prunes_and_deletes() {
     let t = token(&sd);
     wait_served(&bind, &sd).await;
     assert!(bind.dig(&format!("track.{t}"), "CNAME").is_empty());
+
+    // A restart reads the zone before its controller starts: RecordsPublished
+    // does not flip while the first sync is under way.
+    let published_since = |sd: &SendingDomain| {
+        sd.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "RecordsPublished")
+                .map(|c| (c.status.clone(), c.last_transition_time.clone()))
+        })
+    };
+    let before_restart = published_since(&sd);
+    op.restart();
+    ns.kubectl(&[
+        "annotate",
+        "sd",
+        "example-com",
+        "anypost.com/verify=after-restart",
+        "--overwrite",
+    ]);
+    let sd = eventually(WAIT, || async {
+        let sd = api.get("example-com").await?;
+        let seen = sd
+            .status
+            .as_ref()
+            .and_then(|s| s.observed_verify_request.clone());
+        ensure!(
+            seen.as_deref() == Some("after-restart"),
+            "observedVerifyRequest={seen:?}"
+        );
+        Ok::<_, anyhow::Error>(sd)
+    })
+    .await;
+    assert_eq!(published_since(&sd), before_restart);
 
     // A spec change: tracking adds the CNAME.
     ns.apply_ok(&manifest(
