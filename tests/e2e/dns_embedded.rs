@@ -588,3 +588,97 @@ async fn malformed_packets_do_no_harm() {
     let ok = dig(s.addr, &["+tcp", &name("", T1), "MX"]);
     assert_eq!(ok.status, "NOERROR", "{}", ok.raw);
 }
+
+/// The token and public keys the SendingDomain's status holds now.
+async fn status_of(
+    api: &kube::Api<SendingDomain>,
+    name: &str,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let sd = api.get(name).await?;
+    let status = sd.status.unwrap_or_default();
+    let id = status
+        .id
+        .ok_or_else(|| anyhow::anyhow!("no status.id yet"))?;
+    let token = anypost_operator::naming::token_from_id(&id)
+        .ok_or_else(|| anyhow::anyhow!("status.id {id} is not a domain id"))?
+        .to_string();
+    let keys = status
+        .dkim
+        .map(|d| d.selectors.into_iter().map(|s| s.public_key).collect())
+        .unwrap_or_default();
+    Ok((token, keys))
+}
+
+/// watch_domains against the real apiserver: a status write is served within a
+/// second, and a deleted SendingDomain's names disappear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_serves_status_writes_and_forgets_deleted_domains() {
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    let ns = crate::support::TestNs::new("dns-watch").await;
+    let s = start(&[], &[]);
+    let watch = tokio::spawn(anypost_operator::dns::watch_domains(
+        ns.client.clone(),
+        config(),
+        s.handle.clone(),
+    ));
+    let domain = format!("{}.watch.example", ns.name);
+    ns.apply_ok(&format!(
+        "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: watched\nspec:\n  domain: {domain}\n  tracking:\n    subdomain: track\n"
+    ));
+    let api = ns.api::<SendingDomain>();
+    let status = serde_json::json!({
+        "status": {
+            "id": domain_id(T2),
+            "dkim": {
+                "secretName": "watched-dkim",
+                "activeSelector": "anypost1",
+                "selectors": [
+                    {"name": "anypost1", "state": "active", "publicKey": KEY_4096},
+                    {"name": "anypost2", "state": "standby", "publicKey": SMALL_KEY}
+                ]
+            }
+        }
+    });
+    let written = Instant::now();
+    api.patch_status("watched", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("writing the status");
+    // Whoever wrote the status last (this test, or an operator another test runs
+    // against the same cluster), the zone must serve what it says.
+    let handle = s.handle.clone();
+    let token = eventually(Duration::from_secs(2), || {
+        let api = api.clone();
+        let handle = handle.clone();
+        async move {
+            let (token, keys) = status_of(&api, "watched").await?;
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            anyhow::ensure!(
+                handle.holds(&token, &keys),
+                "the zone does not hold {token} yet"
+            );
+            Ok(token)
+        }
+    })
+    .await;
+    assert!(
+        written.elapsed() < Duration::from_secs(1),
+        "served after {:?}",
+        written.elapsed()
+    );
+    let d = dig(s.addr, &["+tcp", &name("track", &token), "CNAME"]);
+    assert_eq!(d.data("CNAME"), vec!["t.anypost.example."], "{}", d.raw);
+
+    api.delete("watched", &DeleteParams::default())
+        .await
+        .expect("deleting the SendingDomain");
+    let addr = s.addr;
+    eventually(Duration::from_secs(5), || {
+        let token = token.clone();
+        async move {
+            let d = dig(addr, &[&name("", &token), "MX"]);
+            (d.status == "NXDOMAIN").then_some(()).ok_or(d.raw)
+        }
+    })
+    .await;
+    watch.abort();
+}
