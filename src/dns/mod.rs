@@ -20,7 +20,7 @@ pub mod zone;
 
 pub use claims::{claim_winner, is_winner, winning_claims};
 pub use diff::{Change, Plan, plan};
-pub use server::{DnsServer, ZoneHandle, serve};
+pub use server::{DnsMetrics, DnsServer, ZoneHandle, serve};
 pub use watch::watch_domains;
 pub use zone::{RData, RecordType, RrSet, Zone, ZoneConfig, desired_zone};
 

@@ -17,6 +17,9 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -153,6 +156,78 @@ impl Served {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct QueryLabels {
+    /// udp or tcp.
+    transport: &'static str,
+    /// The response code, e.g. NOERROR, NXDOMAIN, REFUSED.
+    rcode: &'static str,
+}
+
+/// Metrics of the embedded server; register them with [`DnsMetrics::register`].
+#[derive(Default)]
+pub struct DnsMetrics {
+    queries: Family<QueryLabels, Counter>,
+    truncated: Counter,
+    publishes: Counter,
+    serial: Gauge,
+    rrsets: Gauge,
+}
+
+impl DnsMetrics {
+    /// Adds the metrics to `registry` (names prefixed `dns_`).
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "dns_queries",
+            "Queries answered by the embedded DNS server, by transport and response code",
+            self.queries.clone(),
+        );
+        registry.register(
+            "dns_truncated",
+            "UDP answers sent truncated (the client retries over TCP)",
+            self.truncated.clone(),
+        );
+        registry.register(
+            "dns_zone_publishes",
+            "Zone contents published (each gets a new SOA serial)",
+            self.publishes.clone(),
+        );
+        registry.register(
+            "dns_zone_serial",
+            "SOA serial of the zone served now",
+            self.serial.clone(),
+        );
+        registry.register(
+            "dns_zone_rrsets",
+            "RRsets in the zone served now",
+            self.rrsets.clone(),
+        );
+    }
+
+    fn answered(&self, protocol: Protocol, info: &ResponseInfo) {
+        let transport = match protocol {
+            Protocol::Udp => "udp",
+            _ => "tcp",
+        };
+        let rcode = match info.response_code {
+            ResponseCode::NoError => "NOERROR",
+            ResponseCode::NXDomain => "NXDOMAIN",
+            ResponseCode::Refused => "REFUSED",
+            ResponseCode::ServFail => "SERVFAIL",
+            ResponseCode::FormErr => "FORMERR",
+            ResponseCode::NotImp => "NOTIMP",
+            ResponseCode::BADVERS => "BADVERS",
+            _ => "OTHER",
+        };
+        self.queries
+            .get_or_create(&QueryLabels { transport, rcode })
+            .inc();
+        if info.truncation {
+            self.truncated.inc();
+        }
+    }
+}
+
 /// The zone every part of the operator shares: the DNS server reads it, the watch
 /// publishes it, the controller asks whether it holds a domain's records.
 /// Cloning is cheap.
@@ -160,6 +235,7 @@ impl Served {
 pub struct ZoneHandle {
     served: Arc<watch::Sender<Option<Arc<Served>>>>,
     publishing: Arc<Mutex<()>>,
+    metrics: Arc<DnsMetrics>,
 }
 
 impl Default for ZoneHandle {
@@ -176,7 +252,13 @@ impl ZoneHandle {
         ZoneHandle {
             served: Arc::new(watch::channel(None).0),
             publishing: Arc::new(Mutex::new(())),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The server's metrics, to register with the operator's registry.
+    pub fn metrics(&self) -> &DnsMetrics {
+        &self.metrics
     }
 
     fn snapshot(&self) -> Option<Arc<Served>> {
@@ -204,9 +286,13 @@ impl ZoneHandle {
         };
         zone.set_serial(serial);
         let origin = zone.origin().to_string();
+        let rrsets = zone.len();
         match Served::build(zone) {
             Some(served) => {
                 self.served.send_replace(Some(Arc::new(served)));
+                self.metrics.publishes.inc();
+                self.metrics.serial.set(i64::from(serial));
+                self.metrics.rrsets.set(rrsets as i64);
                 Some(serial)
             }
             None => {
@@ -449,6 +535,18 @@ fn decide<'s>(served: Option<&'s Served>, request: &Request, allow_axfr: &[IpNet
 #[async_trait::async_trait]
 impl RequestHandler for Responder {
     async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let info = self.respond(request, response_handle).await;
+        self.handle.metrics.answered(request.protocol(), &info);
+        info
+    }
+}
+
+impl Responder {
+    async fn respond<R: ResponseHandler>(
         &self,
         request: &Request,
         mut response_handle: R,
@@ -955,6 +1053,35 @@ mod tests {
         let r = Message::from_vec(&out[0]).unwrap();
         assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
         assert_eq!(r.metadata.id, 0x1234);
+    }
+
+    #[test]
+    fn metrics_count_answers_by_rcode() {
+        let h = handle();
+        ask(&h, &v(""), T::MX);
+        ask(&h, "example.com.", T::A);
+        ask_with(
+            &h,
+            &v("anypost1._domainkey"),
+            T::TXT,
+            None,
+            Protocol::Udp,
+            &[],
+        );
+        let mut registry = prometheus_client::registry::Registry::default();
+        h.metrics().register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"dns_queries_total{transport="udp",rcode="NOERROR"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"dns_queries_total{transport="udp",rcode="REFUSED"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("dns_truncated_total 1"), "{text}");
+        assert!(text.contains("dns_zone_rrsets 9"), "{text}");
     }
 
     #[test]
