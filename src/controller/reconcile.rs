@@ -153,6 +153,11 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         naming::customer_records(&parsed, &token, &ctx.config.zone, sd.tracking_subdomain());
     let public_keys = [keys[0].public_key.clone(), keys[1].public_key.clone()];
     let published = ctx.publisher.published(&token, &public_keys);
+    let shown = shown_published(&published, &previous, || {
+        let mut active_only = [String::new(), String::new()];
+        active_only[plan.active] = public_keys[plan.active].clone();
+        ctx.publisher.published(&token, &active_only)
+    });
 
     // Check now if due and the zone serves the records.
     let verify_request = sd.annotations().get(VERIFY_ANNOTATION).cloned();
@@ -183,7 +188,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         id: naming::domain_id(&token),
         records,
         dkim: dkim_status,
-        published: published.clone(),
+        published: shown,
         check,
         verify_request: if requested { verify_request } else { None },
         verified_grace: ctx.config.verified_grace,
@@ -201,6 +206,27 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         next = next.min(until(now, t));
     }
     Ok(Action::requeue(next.max(Duration::from_millis(200))))
+}
+
+/// What `RecordsPublished` (and through it `Ready`) reports. A published domain
+/// whose standby key was just replaced (after a rotation's grace period, or a lost
+/// key) keeps reporting published while the zone catches up, as long as the zone
+/// serves the key that signs: mail is sent and verified throughout, so neither
+/// condition flips for that moment. Checks still wait for `full`: the zone must
+/// serve every key in status before the customer's chain is compared with it.
+pub fn shown_published(
+    full: &Published,
+    previous: &SendingDomainStatus,
+    signing_only: impl FnOnce() -> Published,
+) -> Published {
+    let was_published =
+        super::conditions::find(&previous.conditions, super::conditions::RECORDS_PUBLISHED)
+            .is_some_and(|c| c.status == "True");
+    if *full != Published::Yes && was_published && signing_only() == Published::Yes {
+        Published::Yes
+    } else {
+        full.clone()
+    }
 }
 
 /// Fault injection for crash-safety tests: with `ANYPOST_CRASH_AFTER=<point>` the
@@ -477,4 +503,61 @@ fn next_check_in(
         .checked_add(SignedDuration::try_from(interval).unwrap_or(SignedDuration::MAX))
         .unwrap_or(Timestamp::MAX);
     until(now, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn with_published(status: &str) -> SendingDomainStatus {
+        SendingDomainStatus {
+            conditions: vec![Condition {
+                type_: "RecordsPublished".into(),
+                status: status.into(),
+                reason: "Published".into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: Time(Timestamp::now()),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn publishing() -> Published {
+        Published::No {
+            reason: "Publishing",
+            message: "not yet".into(),
+        }
+    }
+
+    #[test]
+    fn a_replaced_standby_key_does_not_unpublish_a_published_domain() {
+        let prev = with_published("True");
+        assert_eq!(
+            shown_published(&publishing(), &prev, || Published::Yes),
+            Published::Yes
+        );
+        // The signing key itself is not served: not published.
+        assert_eq!(
+            shown_published(&publishing(), &prev, publishing),
+            publishing()
+        );
+    }
+
+    #[test]
+    fn a_domain_not_yet_published_waits_for_every_key() {
+        for prev in [SendingDomainStatus::default(), with_published("False")] {
+            assert_eq!(
+                shown_published(&publishing(), &prev, || Published::Yes),
+                publishing()
+            );
+        }
+        assert_eq!(
+            shown_published(&Published::Yes, &SendingDomainStatus::default(), || {
+                unreachable!("not asked when every key is served")
+            }),
+            Published::Yes
+        );
+    }
 }
