@@ -9,5 +9,7 @@ mod controller;
 mod crd;
 mod demo;
 mod dns_embedded;
+mod replicas;
 mod rfc2136;
+mod rotation;
 mod verify;

@@ -1,0 +1,1 @@
+//! Two operator replicas with leader election (see below).

@@ -1,0 +1,568 @@
+//! DKIM rotation through the running operator: its embedded zone serves the keys,
+//! BIND serves the customer's CNAMEs, unbound resolves for the verifier, and the
+//! rotation is asked for the way a user would, with `kubectl annotate`.
+//!
+//! The operator runs with a short grace period (`--dkim-retire-after`) and no
+//! minimum standby age, so a whole rotation (promote, keep the old key published,
+//! replace it) fits in a test.
+
+use crate::support::dns_topology::{DnsTopology, OperatorZone, ZoneFile, free_port};
+use crate::support::{Operator, TestNs, eventually, random_suffix};
+use anyhow::{Context as _, ensure};
+use anypost_operator::api::{
+    DomainState, Purpose, RecordState, SelectorState, SendingDomain, SendingDomainStatus,
+};
+use anypost_operator::controller::dkim;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+const ZONE: &str = "dns.anypost.test";
+const MX: &str = "mx.anypost.test";
+const SPF: &str = "spf.anypost.test";
+const TRACKING_HOST: &str = "t.anypost.test";
+const WAIT: Duration = Duration::from_secs(60);
+/// The grace period of a replaced key in these tests.
+const RETIRE_AFTER: &str = "15s";
+
+/// One operator, one customer zone (example.com), one SendingDomain below it.
+struct Setup {
+    ns: TestNs,
+    dns: DnsTopology,
+    api: Api<SendingDomain>,
+    secrets: Api<Secret>,
+    name: &'static str,
+    operator: Operator,
+    /// Where the operator's embedded zone listens.
+    zone_addr: SocketAddr,
+    verify_requests: u32,
+}
+
+impl Setup {
+    async fn start(test: &str) -> Setup {
+        let ns = TestNs::new(test).await;
+        let run = ns.name.clone();
+        let zone_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let dns = DnsTopology::start(
+            &[ZoneFile::new("example.com")],
+            OperatorZone::At {
+                zone: ZONE.into(),
+                addr: zone_addr,
+            },
+        )
+        .await;
+        let operator = Operator::start(
+            test,
+            &[
+                "--zone",
+                ZONE,
+                "--mx-host",
+                MX,
+                "--spf-include",
+                SPF,
+                "--tracking-host",
+                TRACKING_HOST,
+                "--namespace",
+                &ns.name,
+                "--selector",
+                &format!("anypost.com/e2e-run={run}"),
+                "--dns-listen",
+                &zone_addr.to_string(),
+                "--http-listen",
+                "127.0.0.1:0",
+                "--resolver",
+                &dns.resolver().to_string(),
+                "--resolver-timeout",
+                "2s",
+                "--dkim-min-standby-age",
+                "0s",
+                "--dkim-retire-after",
+                RETIRE_AFTER,
+            ],
+        );
+        let name = "shop";
+        ns.apply_ok(&format!(
+            "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: {name}\n  \
+             labels:\n    anypost.com/e2e-run: {run}\nspec:\n  domain: shop-{}.example.com\n  \
+             dkim:\n    keyBits: 1024\n",
+            random_suffix()
+        ));
+        Setup {
+            api: ns.api(),
+            secrets: ns.api(),
+            ns,
+            dns,
+            name,
+            operator,
+            zone_addr,
+            verify_requests: 0,
+        }
+    }
+
+    async fn status(&self) -> anyhow::Result<SendingDomainStatus> {
+        self.api
+            .get(self.name)
+            .await?
+            .status
+            .context("no status yet")
+    }
+
+    /// The status once the keys exist and the zone serves the records.
+    async fn published(&self) -> SendingDomainStatus {
+        eventually(WAIT, || async {
+            let st = self.status().await?;
+            ensure!(
+                condition(&st, "RecordsPublished").0 == "True" && st.dns_records.len() == 3,
+                "records not published yet: {:?}",
+                condition(&st, "RecordsPublished")
+            );
+            Ok(st)
+        })
+        .await
+    }
+
+    /// Publishes the customer's CNAMEs exactly as status lists them, leaving out
+    /// the records named in `except`.
+    async fn publish(&self, st: &SendingDomainStatus, except: &[&str]) {
+        let mut zone = ZoneFile::new("example.com");
+        for r in &st.dns_records {
+            if !except.iter().any(|e| r.name.starts_with(e)) {
+                zone.add(format!("{}. IN CNAME {}.", r.fqdn, r.value));
+            }
+        }
+        self.dns.set_zone(&zone).await;
+    }
+
+    /// `kubectl annotate anypost.com/verify=<new value>`, then waits for the check
+    /// it asked for and returns the status it wrote.
+    async fn verify_now(&mut self) -> SendingDomainStatus {
+        self.verify_requests += 1;
+        let value = self.verify_requests.to_string();
+        // Status times have whole seconds.
+        let asked = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap();
+        self.annotate("anypost.com/verify", &value);
+        eventually(WAIT, || async {
+            let st = self.status().await?;
+            let checked = st.last_checked_time.as_ref().map(|t| t.0);
+            ensure!(
+                st.observed_verify_request.as_deref() == Some(value.as_str())
+                    && checked.is_some_and(|t| t >= asked),
+                "verify request {value} not checked yet (observed {:?}, last checked {checked:?})",
+                st.observed_verify_request
+            );
+            Ok(st)
+        })
+        .await
+    }
+
+    fn annotate(&self, key: &str, value: &str) {
+        let out = self.ns.kubectl(&[
+            "annotate",
+            "--overwrite",
+            "sendingdomain",
+            self.name,
+            &format!("{key}={value}"),
+        ]);
+        assert!(
+            out.status.success(),
+            "kubectl annotate {key}={value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The DKIM Secret's data as text: `anypost1.key`, `anypost2.key`, `selector`.
+    async fn secret(&self) -> std::collections::BTreeMap<String, String> {
+        let s = self
+            .secrets
+            .get(&dkim::secret_name(self.name))
+            .await
+            .expect("the DKIM Secret exists");
+        s.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.0).expect("the Secret holds text")))
+            .collect()
+    }
+
+    /// The DKIM key the operator's zone serves for `selector` (the `p=` value),
+    /// asked of the zone directly with dig.
+    fn served_key(&self, st: &SendingDomainStatus, selector: &str) -> Option<String> {
+        let token = st
+            .id
+            .as_deref()
+            .and_then(|id| id.strip_prefix("domain_"))
+            .expect("status.id is domain_<token>");
+        let name = format!("{selector}._domainkey.{token}.{ZONE}.");
+        let texts = dig_txt(self.zone_addr, &name);
+        assert!(
+            texts.len() <= 1,
+            "{name} has several TXT records: {texts:?}"
+        );
+        texts.into_iter().next().map(|t| {
+            t.strip_prefix("v=DKIM1; k=rsa; p=")
+                .unwrap_or_else(|| panic!("{name} TXT is not a DKIM record: {t}"))
+                .to_string()
+        })
+    }
+
+    /// Events about the SendingDomain as `(type, reason, message)`.
+    fn events(&self) -> Vec<(String, String, String)> {
+        let out = self.ns.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={}", self.name),
+            "-o",
+            "json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("event JSON");
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                (s("type"), s("reason"), s("message"))
+            })
+            .collect()
+    }
+
+    /// Fails if any private key ever stored in the Secret shows in the
+    /// SendingDomain (status included), its events or the operator's log.
+    fn assert_no_private_key_leaks(&self, pems: &[String]) {
+        let sd = self
+            .ns
+            .kubectl(&["get", "sendingdomain", self.name, "-o", "json"]);
+        let events = self.ns.kubectl(&["get", "events", "-o", "json"]);
+        let places = [
+            (
+                "the SendingDomain",
+                String::from_utf8_lossy(&sd.stdout).into_owned(),
+            ),
+            (
+                "the events",
+                String::from_utf8_lossy(&events.stdout).into_owned(),
+            ),
+            ("the operator log", self.operator.logs()),
+        ];
+        for (place, text) in &places {
+            assert!(!text.is_empty(), "could not read {place}");
+            assert!(!text.contains("PRIVATE KEY"), "a PEM header in {place}");
+            for pem in pems {
+                for piece in private_pieces(pem) {
+                    assert!(!text.contains(&piece), "private key material in {place}");
+                }
+            }
+        }
+    }
+}
+
+/// Distinctive stretches of a PEM's body, with and without its line breaks, as
+/// they would appear if the key were printed in either form.
+fn private_pieces(pem: &str) -> Vec<String> {
+    let body: Vec<&str> = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(body.len() > 6, "not a PEM key: {pem:.40}");
+    let joined = body.concat();
+    let mid = joined.len() / 2;
+    vec![
+        body[3].to_string(),
+        body[body.len() / 2].to_string(),
+        joined[mid..mid + 48].to_string(),
+    ]
+}
+
+/// (status, reason, lastTransitionTime) of a condition, or empty strings.
+fn condition(st: &SendingDomainStatus, type_: &str) -> (String, String, String) {
+    st.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| {
+            (
+                c.status.clone(),
+                c.reason.clone(),
+                c.last_transition_time.0.to_string(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// `(state, publicKey, retireAt)` of a selector in status.
+fn selector(st: &SendingDomainStatus, name: &str) -> (SelectorState, String, Option<String>) {
+    let s = st
+        .dkim
+        .as_ref()
+        .and_then(|d| d.selectors.iter().find(|s| s.name == name))
+        .unwrap_or_else(|| panic!("no selector {name} in status.dkim"));
+    (
+        s.state,
+        s.public_key.clone(),
+        s.retire_at.as_ref().map(|t| t.0.to_string()),
+    )
+}
+
+fn active(st: &SendingDomainStatus) -> &str {
+    st.dkim
+        .as_ref()
+        .map(|d| d.active_selector.as_str())
+        .unwrap_or_default()
+}
+
+/// The public key (base64 SPKI) of a PEM private key.
+fn public_of(pem: &str) -> String {
+    dkim::parse_pem(pem).expect("a valid key").public_key
+}
+
+/// Asserts the domain is verified with every record `ok`: no `dkim_mismatch`, no
+/// failure of any kind.
+fn assert_verified(st: &SendingDomainStatus, when: &str) {
+    assert_eq!(st.state, Some(DomainState::Verified), "{when}");
+    assert_eq!(st.verification_failure, None, "{when}");
+    assert_eq!(condition(st, "Verified").0, "True", "{when}");
+    for r in &st.dns_records {
+        assert_eq!(
+            r.state,
+            Some(RecordState::Ok),
+            "{when}: {} {:?}",
+            r.fqdn,
+            r.observed
+        );
+    }
+}
+
+/// The TXT data at `name` from the server at `addr`, each record's strings joined.
+fn dig_txt(addr: SocketAddr, name: &str) -> Vec<String> {
+    let out = Command::new("dig")
+        .arg(format!("@{}", addr.ip()))
+        .args(["-p", &addr.port().to_string()])
+        .args(["+norecurse", "+time=2", "+tries=2", "+short", name, "TXT"])
+        .output()
+        .unwrap_or_else(|e| panic!("could not run dig (Debian package bind9-dnsutils): {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains(";;"),
+        "dig {name} TXT @{addr} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .map(|l| l.trim().trim_matches('"').replace("\" \"", ""))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_requested_rotation_promotes_the_standby_and_replaces_the_old_key_after_grace() {
+    let mut s = Setup::start("rotation").await;
+    let st = s.published().await;
+    s.publish(&st, &[]).await;
+    let st = s.verify_now().await;
+    assert_verified(&st, "before the rotation");
+    let verified_since = condition(&st, "Verified").2;
+    let ready_since = condition(&st, "Ready").2;
+    assert_eq!(active(&st), "anypost1");
+    let before = s.secret().await;
+    let (old1, old2) = (
+        before["anypost1.key"].clone(),
+        before["anypost2.key"].clone(),
+    );
+    assert_eq!(selector(&st, "anypost1").1, public_of(&old1));
+    assert_eq!(selector(&st, "anypost2").1, public_of(&old2));
+    assert_eq!(s.served_key(&st, "anypost1"), Some(public_of(&old1)));
+    assert_eq!(s.served_key(&st, "anypost2"), Some(public_of(&old2)));
+
+    // Rotate: anypost2 signs, anypost1 stays published (retiring) for the grace period.
+    s.annotate("anypost.com/rotate", "1");
+    let st = eventually(WAIT, || async {
+        let st = s.status().await?;
+        ensure!(active(&st) == "anypost2", "active selector {}", active(&st));
+        Ok(st)
+    })
+    .await;
+    let dk = st.dkim.clone().unwrap();
+    assert_eq!(dk.observed_rotate_request.as_deref(), Some("1"));
+    let rotated_at = dk.last_rotation_time.expect("lastRotationTime is set").0;
+    let (state1, key1, retire_at) = selector(&st, "anypost1");
+    assert_eq!(state1, SelectorState::Retiring);
+    assert_eq!(key1, public_of(&old1), "the retiring key is the old one");
+    let retire_at: jiff::Timestamp = retire_at
+        .expect("a retiring key has retireAt")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        retire_at.duration_since(rotated_at),
+        jiff::SignedDuration::from_secs(15),
+        "retireAt = rotation + --dkim-retire-after"
+    );
+    assert_eq!(
+        selector(&st, "anypost2"),
+        (SelectorState::Active, public_of(&old2), None)
+    );
+    let secret = s.secret().await;
+    assert_eq!(
+        secret["selector"], "anypost2",
+        "the MTA signs with anypost2"
+    );
+    assert_eq!(
+        (&secret["anypost1.key"], &secret["anypost2.key"]),
+        (&old1, &old2)
+    );
+    assert_eq!(s.served_key(&st, "anypost1"), Some(public_of(&old1)));
+    assert_eq!(s.served_key(&st, "anypost2"), Some(public_of(&old2)));
+
+    // Checked again while the old key is retiring: still verified.
+    let checked = s.verify_now().await;
+    assert_verified(&checked, "while anypost1 is retiring");
+    assert!(
+        jiff::Timestamp::now() < retire_at,
+        "the check ran after retireAt: the test machine is too slow for a {RETIRE_AFTER} grace"
+    );
+
+    // The zone serves the old key until retireAt, then anypost1's fresh key.
+    let new1 = eventually(Duration::from_secs(90), || async {
+        let served = s.served_key(&st, "anypost1");
+        if served.as_deref() == Some(public_of(&old1).as_str()) {
+            anyhow::bail!("the zone still serves the old anypost1 key");
+        }
+        assert!(
+            jiff::Timestamp::now() >= retire_at,
+            "the zone stopped serving the old anypost1 key before retireAt {retire_at}: {served:?}"
+        );
+        served.context("no anypost1 TXT at all")
+    })
+    .await;
+    let st = eventually(WAIT, || async {
+        let st = s.status().await?;
+        let (state, key, retire) = selector(&st, "anypost1");
+        ensure!(
+            state == SelectorState::Standby && key == new1 && retire.is_none(),
+            "anypost1 is {state:?} retireAt={retire:?}"
+        );
+        Ok(st)
+    })
+    .await;
+    assert_eq!(active(&st), "anypost2");
+    assert_eq!(
+        selector(&st, "anypost2"),
+        (SelectorState::Active, public_of(&old2), None)
+    );
+    let secret = s.secret().await;
+    assert_eq!(secret["selector"], "anypost2");
+    assert_ne!(secret["anypost1.key"], old1, "anypost1 got a fresh key");
+    assert_eq!(
+        public_of(&secret["anypost1.key"]),
+        new1,
+        "status and the zone match the Secret"
+    );
+    assert_eq!(secret["anypost2.key"], old2);
+    assert_eq!(s.served_key(&st, "anypost2"), Some(public_of(&old2)));
+
+    // Verified throughout: a check against the new key passes, and neither
+    // Verified nor Ready ever changed since before the rotation.
+    let st = s.verify_now().await;
+    assert_verified(&st, "after anypost1 got its fresh key");
+    assert_eq!(
+        condition(&st, "Verified").2,
+        verified_since,
+        "Verified flipped"
+    );
+    assert_eq!(condition(&st, "Ready").2, ready_since, "Ready flipped");
+    assert_eq!(condition(&st, "Ready").0, "True");
+
+    let events = s.events();
+    let has = |reason: &str| events.iter().any(|e| e.1 == reason && e.0 == "Normal");
+    assert!(has("Rotated") && has("KeyRetired"), "{events:#?}");
+    let rotated = events.iter().find(|e| e.1 == "Rotated").unwrap();
+    assert!(
+        rotated
+            .2
+            .starts_with("selector anypost2 now signs; anypost1 stays published until "),
+        "{}",
+        rotated.2
+    );
+    let new_pem = secret["anypost1.key"].clone();
+    s.assert_no_private_key_leaks(&[old1, old2, new_pem]);
+}
+
+#[tokio::test]
+async fn a_rotation_is_refused_while_the_standby_cname_is_not_published() {
+    let mut s = Setup::start("rotation-refused").await;
+    let st = s.published().await;
+    // Everything but anypost2's CNAME.
+    s.publish(&st, &["anypost2._domainkey"]).await;
+    let st = s.verify_now().await;
+    assert_eq!(
+        st.verification_failure.as_ref().map(|f| f.code.as_str()),
+        Some("dkim_cname_missing")
+    );
+    let dkim2 = st
+        .dns_records
+        .iter()
+        .find(|r| r.name.starts_with("anypost2."))
+        .unwrap();
+    assert_eq!(
+        (dkim2.purpose, dkim2.state),
+        (Purpose::Dkim, Some(RecordState::Missing))
+    );
+    let secret_before = s.secret().await;
+
+    s.annotate("anypost.com/rotate", "1");
+    let st = eventually(WAIT, || async {
+        let st = s.status().await?;
+        let seen = st
+            .dkim
+            .as_ref()
+            .and_then(|d| d.observed_rotate_request.clone());
+        ensure!(
+            seen.as_deref() == Some("1"),
+            "rotate request not handled yet: {seen:?}"
+        );
+        Ok(st)
+    })
+    .await;
+    assert_eq!(active(&st), "anypost1");
+    assert_eq!(selector(&st, "anypost1").0, SelectorState::Active);
+    assert_eq!(selector(&st, "anypost2").0, SelectorState::Standby);
+    assert!(st.dkim.as_ref().unwrap().last_rotation_time.is_none());
+    assert_eq!(s.secret().await, secret_before, "the Secret is untouched");
+    let deferred = eventually(WAIT, || async {
+        s.events()
+            .into_iter()
+            .find(|e| e.1 == "RotationDeferred")
+            .context("no RotationDeferred event yet")
+    })
+    .await;
+    assert_eq!(
+        deferred,
+        (
+            "Warning".to_string(),
+            "RotationDeferred".to_string(),
+            "rotation requested by the anypost.com/rotate annotation was not done: the CNAME \
+             for selector anypost2 does not verify; set a new value to ask again"
+                .to_string()
+        )
+    );
+
+    // Once the CNAME is published and checked, asking again rotates.
+    s.publish(&st, &[]).await;
+    let st = s.verify_now().await;
+    assert_verified(&st, "with anypost2 published");
+    s.annotate("anypost.com/rotate", "2");
+    let st = eventually(WAIT, || async {
+        let st = s.status().await?;
+        ensure!(active(&st) == "anypost2", "active selector {}", active(&st));
+        Ok(st)
+    })
+    .await;
+    assert_eq!(selector(&st, "anypost1").0, SelectorState::Retiring);
+    assert_eq!(s.secret().await["selector"], "anypost2");
+    let pems: Vec<String> = ["anypost1.key", "anypost2.key"]
+        .iter()
+        .map(|k| secret_before[*k].clone())
+        .collect();
+    s.assert_no_private_key_leaks(&pems);
+}
