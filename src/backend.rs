@@ -55,6 +55,7 @@ pub async fn start(
     client: kube::Client,
     args: &RunArgs,
     readiness: Arc<Readiness>,
+    leader: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(Arc<dyn Publisher>, Arc<dyn Verifier>, DnsTask)> {
     let cfg = ZoneConfig::from_args(&args.zone)?;
     let resolver = Resolver::new(&args.resolvers, args.resolver_timeout)
@@ -105,32 +106,7 @@ pub async fn start(
                 zone = %cfg.zone,
                 "syncing the zone to the server with RFC2136 UPDATE"
             );
-            // Only the leader writes. The controller's election owns the Lease;
-            // the sync follows it (same identity as the controller's election).
-            let (leader_tx, leader) = tokio::sync::watch::channel(!args.leader_election);
-            if args.leader_election {
-                let namespace = args.namespace.clone().unwrap_or_else(|| {
-                    std::fs::read_to_string(
-                        "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
-                    )
-                    .ok()
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| "anypost-system".to_string())
-                });
-                let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
-                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                        .map(|s| s.trim().to_string())
-                        .unwrap_or_else(|_| "anypost-operator".into());
-                    format!("{host}-{}", std::process::id())
-                });
-                tokio::spawn(rfc2136::follow_lease(
-                    client.clone(),
-                    namespace,
-                    identity,
-                    leader_tx,
-                ));
-            }
+            // Only the leader writes: the sync follows the controller's election.
             let sync = Rfc2136Sync {
                 client,
                 zone: cfg,

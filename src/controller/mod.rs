@@ -310,19 +310,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         readiness.clone(),
     ));
 
-    let (publisher, verifier, dns_task) =
-        crate::backend::start(client.clone(), &args, readiness.clone()).await?;
-
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Config::from_args(&args),
-        identity_key,
-        publisher,
-        verifier,
-        metrics.clone(),
-        args.verify_concurrency,
-    ));
-
+    // One election for every writer: the controller and the RFC2136 sync.
     let (leader_tx, mut leader_rx) = watch::channel(!args.leader_election);
     if args.leader_election {
         let identity = std::env::var("POD_NAME")
@@ -334,6 +322,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             leader_tx,
         ));
     }
+
+    let (publisher, verifier, dns_task) =
+        crate::backend::start(client.clone(), &args, readiness.clone(), leader_rx.clone()).await?;
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Config::from_args(&args),
+        identity_key,
+        publisher,
+        verifier,
+        metrics.clone(),
+        args.verify_concurrency,
+    ));
 
     let controller_loop = async move {
         loop {

@@ -1194,52 +1194,6 @@ async fn keep_syncing(
     }
 }
 
-// ---------------------------------------------------------------------------
-// Leadership, as the controller's lease shows it
-
-/// How often [`follow_lease`] looks at the Lease.
-pub const LEASE_POLL: Duration = Duration::from_secs(2);
-
-/// Publishes into `tx` whether the controller's leader Lease in `namespace` is
-/// held by `identity` and still valid. Read-only: the controller's election
-/// writes the Lease; this only follows it, so the sync and the controller agree on
-/// who leads without a second election.
-pub async fn follow_lease(
-    client: kube::Client,
-    namespace: String,
-    identity: String,
-    tx: watch::Sender<bool>,
-) {
-    use crate::controller::leader::{LEASE_DURATION, LEASE_NAME};
-    use k8s_openapi::api::coordination::v1::Lease;
-    let api: Api<Lease> = Api::namespaced(client, &namespace);
-    loop {
-        let leads = match api.get_opt(LEASE_NAME).await {
-            Ok(Some(lease)) => {
-                let spec = lease.spec.unwrap_or_default();
-                let valid_for = spec
-                    .lease_duration_seconds
-                    .map(|s| Duration::from_secs(s.max(0) as u64))
-                    .unwrap_or(LEASE_DURATION);
-                let fresh = spec.renew_time.as_ref().is_some_and(|t| {
-                    jiff::SignedDuration::try_from(valid_for)
-                        .ok()
-                        .and_then(|d| t.0.checked_add(d).ok())
-                        .is_some_and(|end| end > jiff::Timestamp::now())
-                });
-                spec.holder_identity.as_deref() == Some(identity.as_str()) && fresh
-            }
-            Ok(None) => false,
-            Err(error) => {
-                warn!(%error, lease = LEASE_NAME, "reading the leader lease failed");
-                false
-            }
-        };
-        tx.send_if_modified(|v| std::mem::replace(v, leads) != leads);
-        tokio::time::sleep(LEASE_POLL).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
