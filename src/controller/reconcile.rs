@@ -181,6 +181,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         None
     };
 
+    let checked = check.is_some();
     let new_status = status::compute(Inputs {
         now,
         generation,
@@ -190,7 +191,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         dkim: dkim_status,
         published: shown,
         check,
-        verify_request: if requested { verify_request } else { None },
+        verify_request: answered_verify_request(verify_request, requested, checked),
         verified_grace: ctx.config.verified_grace,
         tracking_enabled: sd.spec.tracking.is_some(),
     });
@@ -206,6 +207,18 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         next = next.min(until(now, t));
     }
     Ok(Action::requeue(next.max(Duration::from_millis(200))))
+}
+
+/// The `anypost.com/verify` value to record as answered: only once a check has
+/// run for it. A request that arrives while the zone does not serve every key yet
+/// (a new domain, a standby key just replaced) stays pending and is answered by
+/// the check that follows publication, instead of being marked seen unchecked.
+pub fn answered_verify_request(
+    value: Option<String>,
+    requested: bool,
+    checked: bool,
+) -> Option<String> {
+    value.filter(|_| requested && checked)
 }
 
 /// What `RecordsPublished` (and through it `Ready`) reports. A published domain
@@ -529,6 +542,14 @@ mod tests {
             reason: "Publishing",
             message: "not yet".into(),
         }
+    }
+
+    #[test]
+    fn a_verify_request_is_answered_only_by_a_check() {
+        let v = || Some("2".to_string());
+        assert_eq!(answered_verify_request(v(), true, true), v());
+        assert_eq!(answered_verify_request(v(), true, false), None);
+        assert_eq!(answered_verify_request(v(), false, true), None);
     }
 
     #[test]
