@@ -1,1 +1,330 @@
-//! Two operator replicas with leader election (see below).
+//! Two operator replicas with leader election on, as a Deployment with two pods
+//! runs them: both serve the zone from their own watch, only the Lease holder
+//! reconciles and writes, and when it dies the other takes over.
+//!
+//! Each replica is its own process with its own DNS and HTTP ports; they share the
+//! Lease and the identity Secret in the test's namespace (`--namespace`), and
+//! `POD_NAME` gives each its Lease identity, as the chart's downward API does.
+
+use crate::controller::{manifest, wait_published};
+use crate::support::dns_topology::free_port;
+use crate::support::{Operator, TestNs, eventually};
+use anyhow::{Context as _, ensure};
+use anypost_operator::api::SendingDomain;
+use kube::api::Api;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ZONE: &str = "dns.anypost.test";
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Replica {
+    identity: &'static str,
+    op: Operator,
+    dns: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Replica {
+    fn start(identity: &'static str, home: &str, run: &str) -> Replica {
+        let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let op = Operator::start_with_env(
+            identity,
+            &[
+                "--zone",
+                ZONE,
+                "--mx-host",
+                "mx.anypost.test",
+                "--spf-include",
+                "spf.anypost.test",
+                "--tracking-host",
+                "t.anypost.test",
+                "--namespace",
+                home,
+                "--selector",
+                &format!("anypost.com/e2e-run={run}"),
+                "--leader-election",
+                "true",
+                "--dns-listen",
+                &dns.to_string(),
+                "--http-listen",
+                &http.to_string(),
+                // Checks are inconclusive (nothing listens there): this test is
+                // about who writes, not about verification.
+                "--resolver",
+                "127.0.0.1:9",
+                "--resolver-timeout",
+                "300ms",
+            ],
+            &[("POD_NAME", identity)],
+        );
+        Replica {
+            identity,
+            op,
+            dns,
+            http,
+        }
+    }
+
+    /// Waits until `/readyz` answers 200 (identity loaded, zone loaded).
+    async fn ready(&mut self) {
+        let http = self.http;
+        let identity = self.identity;
+        eventually(WAIT, || {
+            let running = self.op.is_running();
+            async move {
+                assert!(running, "replica {identity} exited");
+                let (code, body) = http_get(http, "/readyz").context("no answer")?;
+                ensure!(code == 200, "/readyz {code}: {body}");
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .await
+    }
+
+    /// A metric's value from `/metrics`, 0 when absent.
+    fn metric(&self, name: &str) -> f64 {
+        let (code, body) = http_get(self.http, "/metrics")
+            .unwrap_or_else(|| panic!("{}: /metrics does not answer", self.identity));
+        assert_eq!(code, 200, "{body}");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map(|v| v.trim().parse().expect("a number"))
+            .unwrap_or(0.0)
+    }
+
+    /// Whether this replica's zone serves the domain's MX and both DKIM keys.
+    fn serves(&self, sd: &SendingDomain) -> Result<(), String> {
+        let st = sd.status.as_ref().ok_or("no status")?;
+        let token = st
+            .id
+            .as_deref()
+            .and_then(|i| i.strip_prefix("domain_"))
+            .ok_or("no id")?;
+        let mx = dig_short(self.dns, &format!("{token}.{ZONE}."), "MX");
+        if mx != ["10 mx.anypost.test."] {
+            return Err(format!("{}: MX {mx:?}", self.identity));
+        }
+        let dkim = st.dkim.as_ref().ok_or("no dkim status")?;
+        for s in &dkim.selectors {
+            let txt = dig_short(
+                self.dns,
+                &format!("{}._domainkey.{token}.{ZONE}.", s.name),
+                "TXT",
+            );
+            let want = format!("v=DKIM1; k=rsa; p={}", s.public_key);
+            if txt != [want] {
+                return Err(format!("{}: {} TXT {txt:?}", self.identity, s.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `GET path` over HTTP/1.1: (status code, body).
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let code = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// `dig +short` against one server; TXT strings are joined.
+fn dig_short(addr: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
+    let out = Command::new("dig")
+        .arg(format!("@{}", addr.ip()))
+        .args(["-p", &addr.port().to_string()])
+        .args(["+norecurse", "+time=1", "+tries=2", "+short", name, rtype])
+        .output()
+        .unwrap_or_else(|e| panic!("could not run dig (Debian package bind9-dnsutils): {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with(";;"))
+        .map(|l| {
+            if rtype == "TXT" {
+                l.trim().trim_matches('"').replace("\" \"", "")
+            } else {
+                l.trim().to_string()
+            }
+        })
+        .collect()
+}
+
+/// `kubectl get lease anypost-operator-leader -o jsonpath={.spec.holderIdentity}`.
+fn lease_holder(ns: &TestNs) -> anyhow::Result<String> {
+    let out = ns.kubectl(&[
+        "get",
+        "lease",
+        "anypost-operator-leader",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    ensure!(
+        out.status.success(),
+        "kubectl get lease: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The field managers of the SendingDomain's status subresource.
+async fn status_managers(api: &Api<SendingDomain>, name: &str) -> Vec<String> {
+    let sd = api.get(name).await.expect("the SendingDomain exists");
+    sd.metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.subresource.as_deref() == Some("status"))
+        .map(|m| m.manager.unwrap_or_default())
+        .collect()
+}
+
+/// `reportingInstance` of every Event about `name`.
+fn event_reporters(ns: &TestNs, name: &str) -> Vec<String> {
+    let out = ns.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={name}"),
+        "-o",
+        "jsonpath={range .items[*]}{.reportingInstance}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits for the first status write with keys, then until both replicas serve
+/// the records; returns how long the slower one took after the status was seen.
+async fn served_by_both(api: &Api<SendingDomain>, name: &str, replicas: &[&Replica]) -> Duration {
+    eventually(WAIT, || async {
+        let sd = api.get(name).await?;
+        let keys = sd
+            .status
+            .as_ref()
+            .and_then(|s| s.dkim.as_ref())
+            .map_or(0, |d| d.selectors.len());
+        ensure!(keys == 2, "no keys in status yet");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    let seen = Instant::now();
+    let sd = api.get(name).await.unwrap();
+    eventually(Duration::from_secs(10), || async {
+        replicas.iter().try_for_each(|r| r.serves(&sd))
+    })
+    .await;
+    seen.elapsed()
+}
+
+#[tokio::test]
+async fn two_replicas_serve_the_zone_one_writes_and_the_other_takes_over() {
+    let ns = TestNs::new("replicas").await;
+    let run = ns.name.clone();
+    let api: Api<SendingDomain> = ns.api();
+    let mut a = Replica::start("replica-a", &ns.name, &run);
+    a.op.wait_for_log("became the leader", WAIT).await;
+    let mut b = Replica::start("replica-b", &ns.name, &run);
+    a.ready().await;
+    b.ready().await;
+    assert_eq!(lease_holder(&ns).unwrap(), "replica-a");
+
+    // A new domain: written once, by the leader; served by both within a second
+    // or two of the status write.
+    ns.apply_ok(&manifest(
+        "one",
+        &run,
+        "  domain: one.replicas.example.com\n  dkim:\n    keyBits: 1024\n",
+    ));
+    let lag = served_by_both(&api, "one", &[&a, &b]).await;
+    eprintln!("both replicas served the new domain {lag:?} after its status was seen");
+    assert!(
+        lag < Duration::from_secs(3),
+        "served {lag:?} after the status write"
+    );
+    wait_published(&api, "one").await;
+
+    assert_eq!(
+        status_managers(&api, "one").await,
+        ["anypost-operator/status"],
+        "one status manager"
+    );
+    assert!(a.metric("anypost_status_writes_total") >= 1.0);
+    assert_eq!(
+        b.metric("anypost_status_writes_total"),
+        0.0,
+        "the standby wrote status"
+    );
+    assert_eq!(
+        b.metric("anypost_secret_writes_total"),
+        0.0,
+        "the standby wrote a Secret"
+    );
+    assert_eq!(b.metric("anypost_dkim_keys_generated_total"), 0.0);
+    assert_eq!(
+        (a.metric("anypost_leader"), b.metric("anypost_leader")),
+        (1.0, 0.0)
+    );
+    let reporters = event_reporters(&ns, "one");
+    assert!(
+        !reporters.is_empty() && reporters.iter().all(|r| r == "replica-a"),
+        "events reported by {reporters:?}"
+    );
+    assert!(
+        !b.op.logs().contains("starting the controller"),
+        "{}",
+        b.op.logs()
+    );
+
+    // The leader dies without a word; the standby takes the Lease once it runs out.
+    a.op.kill();
+    let killed = Instant::now();
+    eventually(Duration::from_secs(45), || async {
+        let holder = lease_holder(&ns)?;
+        ensure!(holder == "replica-b", "the Lease is held by {holder:?}");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    let takeover = killed.elapsed();
+    eprintln!("replica-b took the Lease {takeover:?} after replica-a was killed");
+    assert!(
+        takeover < Duration::from_secs(25),
+        "takeover took {takeover:?}"
+    );
+    b.op.wait_for_log("starting the controller", WAIT).await;
+
+    // The new leader reconciles a new domain, and still serves the old one.
+    ns.apply_ok(&manifest(
+        "two",
+        &run,
+        "  domain: two.replicas.example.com\n  dkim:\n    keyBits: 1024\n",
+    ));
+    served_by_both(&api, "two", &[&b]).await;
+    let two = wait_published(&api, "two").await;
+    assert!(two.status.unwrap().id.is_some());
+    b.serves(&api.get("one").await.unwrap()).unwrap();
+    assert!(b.metric("anypost_status_writes_total") >= 1.0);
+    assert_eq!(b.metric("anypost_leader"), 1.0);
+    assert_eq!(
+        status_managers(&api, "two").await,
+        ["anypost-operator/status"]
+    );
+    assert!(event_reporters(&ns, "two").iter().all(|r| r == "replica-b"));
+}
