@@ -3,6 +3,7 @@
 
 pub mod conditions;
 pub mod dkim;
+pub mod finalizer;
 pub mod identity;
 pub mod leader;
 pub mod reconcile;
@@ -63,6 +64,17 @@ impl Config {
 /// holds them; rfc2136: the last successful sync included them).
 pub trait Publisher: Send + Sync {
     fn published(&self, token: &str, public_keys: &[String; 2]) -> Published;
+
+    /// Whether records live outside the cluster, so a deleted SendingDomain must
+    /// wait (finalizer) until they are removed.
+    fn external(&self) -> bool {
+        false
+    }
+
+    /// Whether nothing is published under this token any more.
+    fn absent(&self, _token: &str) -> bool {
+        true
+    }
 }
 
 /// Resolves a domain's records.
@@ -83,6 +95,8 @@ pub enum Error {
     KeyTask(String),
     #[error("writing the status of SendingDomain {domain}: {source}")]
     PatchStatus { domain: String, source: kube::Error },
+    #[error("updating the finalizer of SendingDomain {domain}: {source}")]
+    Finalizer { domain: String, source: kube::Error },
 }
 
 impl Error {
@@ -93,6 +107,7 @@ impl Error {
             Error::ApplyDkimSecret { .. } => "apply_dkim_secret",
             Error::GenerateKey(_) | Error::KeyTask(_) => "generate_key",
             Error::PatchStatus { .. } => "patch_status",
+            Error::Finalizer { .. } => "finalizer",
         }
     }
 }

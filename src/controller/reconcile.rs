@@ -44,8 +44,23 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     let previous = sd.status.clone().unwrap_or_default();
     let generation = sd.metadata.generation;
     if sd.metadata.deletion_timestamp.is_some() {
-        // Being deleted: the Secret goes with it (ownerReference).
-        return Ok(Action::await_change());
+        // Being deleted: the Secret goes with it (ownerReference). Records on an
+        // external server go first; the zone sync drops deleted domains.
+        if !super::finalizer::present(&sd) {
+            return Ok(Action::await_change());
+        }
+        let gone = match SendingName::parse(&sd.spec.domain) {
+            Ok(p) => ctx
+                .publisher
+                .absent(&naming::token(&ctx.identity_key, &ns, &p.domain)),
+            Err(_) => true,
+        };
+        if gone {
+            let api: Api<SendingDomain> = Api::namespaced(ctx.client.clone(), &ns);
+            super::finalizer::remove(&api, &sd).await?;
+            return Ok(Action::await_change());
+        }
+        return Ok(Action::requeue(PUBLISH_POLL));
     }
 
     // The domain name: syntax is admission's job; the public suffix list is ours.
@@ -75,6 +90,10 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     }
 
     let token = naming::token(&ctx.identity_key, &ns, &parsed.domain);
+    if ctx.publisher.external() && !super::finalizer::present(&sd) {
+        let api: Api<SendingDomain> = Api::namespaced(ctx.client.clone(), &ns);
+        super::finalizer::add(&api, &sd).await?;
+    }
 
     // Keys: read what is stored, plan, generate what is missing, store, then status.
     let secret_name = dkim::secret_name(&name);

@@ -960,6 +960,14 @@ fn holds(zone: &Zone, token: &str, public_keys: &[&str]) -> bool {
 }
 
 impl crate::controller::Publisher for Rfc2136Publisher {
+    fn external(&self) -> bool {
+        true
+    }
+
+    fn absent(&self, token: &str) -> bool {
+        Rfc2136Publisher::absent(self, token)
+    }
+
     fn published(&self, token: &str, public_keys: &[String; 2]) -> Published {
         let (synced, failure) = {
             let s = self.state();

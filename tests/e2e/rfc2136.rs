@@ -560,3 +560,78 @@ async fn rfc2136_only_the_leader_writes_and_a_successor_takes_over() {
     // before it.
     assert_eq!(since(&api.get("one").await.unwrap()), one_before);
 }
+
+/// With records on an external server, a deleted SendingDomain stays (its
+/// finalizer) until the server no longer holds its records: a deletion while
+/// BIND is down completes only once BIND is back and the records are removed.
+#[tokio::test]
+async fn rfc2136_deletion_waits_until_the_records_are_removed() {
+    let mut bind = BindPrimary::start(ZONE).await;
+    let ns = TestNs::new("rfc2136-finalizer").await;
+    let run = ns.name.clone();
+    let _op = operator(
+        "rfc2136-finalizer",
+        &ns.name,
+        &run,
+        &bind,
+        &bind.secret_file(),
+        false,
+    );
+    ns.apply_ok(&manifest(
+        "gone-com",
+        &run,
+        "  domain: gone.example.com\n  dkim:\n    keyBits: 1024\n",
+    ));
+    let api: Api<SendingDomain> = ns.api();
+    let sd = wait_published(&api, "gone-com").await;
+    let t = token(&sd);
+    wait_served(&bind, &sd).await;
+    let sd = api.get("gone-com").await.unwrap();
+    assert!(
+        sd.metadata
+            .finalizers
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&"anypost.com/dns-records".to_string()),
+        "{:?}",
+        sd.metadata.finalizers
+    );
+
+    bind.stop();
+    api.delete("gone-com", &DeleteParams::default())
+        .await
+        .unwrap();
+    // While the server is away the records cannot be removed, so the object stays.
+    eventually(WAIT, || async {
+        let sd = api.get("gone-com").await?;
+        let cond = sd.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "RecordsPublished")
+                .map(|c| c.reason.clone())
+        });
+        ensure!(
+            sd.metadata.deletion_timestamp.is_some(),
+            "not terminating yet"
+        );
+        Ok::<_, anyhow::Error>(cond)
+    })
+    .await;
+    let still = api.get_opt("gone-com").await.unwrap();
+    assert!(still.is_some(), "deleted before its records were removed");
+
+    bind.start_again().await;
+    eventually(WAIT, || async {
+        ensure!(
+            api.get_opt("gone-com").await?.is_none(),
+            "still terminating"
+        );
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    let left: Vec<String> = bind.axfr().into_iter().filter(|l| l.contains(&t)).collect();
+    assert!(
+        left.is_empty(),
+        "records left after the deletion finished: {left:?}"
+    );
+}
