@@ -181,6 +181,19 @@ fn add(t: Timestamp, d: Duration) -> Timestamp {
     t.checked_add(sd(d)).unwrap_or(Timestamp::MAX)
 }
 
+fn rotated_note(signs: usize, retiring: usize, until: Option<Timestamp>) -> Note {
+    Note {
+        warning: false,
+        reason: "Rotated",
+        message: format!(
+            "selector {} now signs; {} stays published until {} for mail in flight",
+            SELECTORS[signs],
+            SELECTORS[retiring],
+            until.expect("a retiring key has a retirement time")
+        ),
+    }
+}
+
 /// Decides which keys to generate and which selector signs.
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let now = input.now;
@@ -226,6 +239,32 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
 
+    // The Secret is written before status, so a rotation whose status write was
+    // lost (the process died, or the patch failed) shows as a Secret naming the
+    // previous standby while status still names the old active selector. That
+    // rotation stands: finish it rather than rotating a second time, back to
+    // the key the MTA just stopped signing with.
+    let unchanged = |i: usize| {
+        input.stored.keys[i]
+            .as_ref()
+            .zip(prev_sel(i))
+            .is_some_and(|(k, p)| k.public_key == p.public_key)
+    };
+    let lost_rotation = match (input.stored.active, prev_active) {
+        (Some(new), Some(old)) if new != old => {
+            unchanged(new)
+                && unchanged(old)
+                && prev_sel(new).is_some_and(|p| p.state == SelectorState::Standby)
+        }
+        _ => false,
+    };
+    if lost_rotation {
+        let old = 1 - active;
+        states[old] = SelectorState::Retiring;
+        retire_at[old] = Some(add(now, input.retire_after));
+        notes.push(rotated_note(active, old, retire_at[old]));
+    }
+
     // A retiring key whose grace period is over is replaced by a fresh standby key.
     for i in 0..2 {
         if states[i] == SelectorState::Retiring && retire_at[i].is_none_or(|t| t <= now) {
@@ -249,6 +288,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut last_rotation_time = input
         .previous
         .and_then(|p| p.last_rotation_time.as_ref().map(|t| t.0));
+    if lost_rotation {
+        last_rotation_time = Some(now);
+    }
     let rotation_base = last_rotation_time.unwrap_or(created_at[active]);
     let scheduled = input
         .rotation_interval
@@ -258,8 +300,11 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         .and_then(|p| p.observed_rotate_request.as_deref());
     let requested = input.rotate_request.is_some() && input.rotate_request != prev_request;
     let mut observed_rotate_request = prev_request.map(str::to_string);
+    if lost_rotation && requested {
+        observed_rotate_request = input.rotate_request.map(str::to_string);
+    }
 
-    if scheduled || requested {
+    if (scheduled || requested) && !lost_rotation {
         let other = 1 - active;
         let blocker = if states[other] != SelectorState::Standby || generate.contains(&other) {
             Some(format!(
@@ -285,16 +330,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 states[active] = SelectorState::Retiring;
                 retire_at[active] = Some(add(now, input.retire_after));
                 states[other] = SelectorState::Active;
-                notes.push(Note {
-                    warning: false,
-                    reason: "Rotated",
-                    message: format!(
-                        "selector {} now signs; {} stays published until {} for mail in flight",
-                        SELECTORS[other],
-                        SELECTORS[active],
-                        retire_at[active].expect("just set")
-                    ),
-                });
+                notes.push(rotated_note(other, active, retire_at[active]));
                 active = other;
                 last_rotation_time = Some(now);
                 if requested {
@@ -487,6 +523,35 @@ mod tests {
         assert_eq!(p3.generate, vec![0]);
         assert_eq!(p3.states, [SelectorState::Standby, SelectorState::Active]);
         assert_eq!(p3.notes[0].reason, "KeyRetired");
+    }
+
+    #[test]
+    fn a_rotation_whose_status_write_was_lost_is_completed_not_undone() {
+        // The Secret already names anypost2 (written first), but status still
+        // shows anypost1 active: the process died, or the status patch failed,
+        // in between.
+        let st = stored(Some(0));
+        let status = plan(&input(1000, None, &st)).status("x-dkim", keys());
+        let switched = stored(Some(1));
+        let mut i = input(2000, Some(&status), &switched);
+        i.rotate_request = Some("now");
+        let p = plan(&i);
+        assert_eq!(p.active, 1, "the rotation stands");
+        assert_eq!(p.states, [SelectorState::Retiring, SelectorState::Active]);
+        assert_eq!(p.retire_at[0], Some(ts(2100)));
+        assert_eq!(p.last_rotation_time, Some(ts(2000)));
+        assert_eq!(p.observed_rotate_request.as_deref(), Some("now"));
+        assert!(p.generate.is_empty());
+        assert_eq!(p.notes.len(), 1);
+        assert_eq!(p.notes[0].reason, "Rotated");
+
+        // Likewise for a scheduled rotation: it is not repeated.
+        let mut due = input(2000, Some(&status), &switched);
+        due.rotation_interval = Some(Duration::from_secs(500));
+        let p = plan(&due);
+        assert_eq!(p.active, 1);
+        assert_eq!(p.states, [SelectorState::Retiring, SelectorState::Active]);
+        assert_eq!(p.next_rotation_time, Some(ts(2500)));
     }
 
     #[test]
