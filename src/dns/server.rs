@@ -430,6 +430,31 @@ impl<'s> Reply<'s> {
     }
 }
 
+/// Whether the request's question section is exactly one question written
+/// without compression. The response echoes the question's original bytes; a
+/// compression pointer there can only point outside the question (forward,
+/// into records the response does not have), so echoing it would send a
+/// malformed response. Such requests get FORMERR without a question.
+fn question_is_plain(request: &Request) -> bool {
+    let [query] = request.queries.queries() else {
+        return false;
+    };
+    let original = request.queries.as_bytes();
+    let mut buf = Vec::with_capacity(original.len());
+    let mut encoder = BinEncoder::new(&mut buf);
+    query.original().emit(&mut encoder).is_ok() && buf == original
+}
+
+/// The question section to echo instead of the request's, when echoing the
+/// request's would corrupt the response (see [`question_is_plain`]): none.
+fn replacement_questions(request: &Request) -> Option<Queries> {
+    if request.queries.is_empty() || question_is_plain(request) {
+        None
+    } else {
+        Queries::read(&mut BinDecoder::new(&[]), 0).ok()
+    }
+}
+
 /// Longest chain of in-zone CNAMEs followed in one answer.
 const MAX_CNAME_CHAIN: usize = 8;
 
@@ -440,6 +465,9 @@ fn decide<'s>(served: Option<&'s Served>, request: &Request, allow_axfr: &[IpNet
     let [query] = request.queries.queries() else {
         return Reply::Error(ResponseCode::FormErr);
     };
+    if !question_is_plain(request) {
+        return Reply::Error(ResponseCode::FormErr);
+    }
     let qtype = query.query_type();
     if qtype == hrr::RecordType::OPT {
         return Reply::Error(ResponseCode::FormErr);
@@ -558,8 +586,10 @@ impl Responder {
             e.set_version(0);
             if req.version() > 0 {
                 edns = Some(e);
+                let replaced = replacement_questions(request);
                 return send_error(
                     request,
+                    replaced.as_ref().unwrap_or(&request.queries),
                     ResponseCode::BADVERS,
                     edns.as_ref(),
                     response_handle,
@@ -569,8 +599,12 @@ impl Responder {
             edns = Some(e);
         }
         let served = self.handle.snapshot();
+        let replaced = replacement_questions(request);
+        let questions = replaced.as_ref().unwrap_or(&request.queries);
         match decide(served.as_deref(), request, &self.allow_axfr) {
-            Reply::Error(code) => send_error(request, code, edns.as_ref(), response_handle).await,
+            Reply::Error(code) => {
+                send_error(request, questions, code, edns.as_ref(), response_handle).await
+            }
             Reply::Answer {
                 authoritative,
                 code,
@@ -583,7 +617,7 @@ impl Responder {
                 meta.authoritative = authoritative;
                 meta.response_code = code;
                 meta.truncation = truncated;
-                let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+                let response = MessageResponseBuilder::new(questions, edns.as_ref()).build(
                     meta,
                     answers,
                     authorities,
@@ -604,14 +638,13 @@ impl Responder {
                 for chunk in &served.axfr_chunks {
                     let mut meta = Metadata::response_from_request(&request.metadata);
                     meta.authoritative = true;
-                    let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
-                        .build(
-                            meta,
-                            served.axfr[chunk.clone()].iter(),
-                            std::iter::empty(),
-                            std::iter::empty(),
-                            std::iter::empty(),
-                        );
+                    let response = MessageResponseBuilder::new(questions, edns.as_ref()).build(
+                        meta,
+                        served.axfr[chunk.clone()].iter(),
+                        std::iter::empty(),
+                        std::iter::empty(),
+                        std::iter::empty(),
+                    );
                     match response_handle.send_response(response).await {
                         Ok(info) => last = info,
                         Err(error) => {
@@ -637,12 +670,12 @@ fn failed(request: &Request) -> ResponseInfo {
 
 async fn send_error<R: ResponseHandler>(
     request: &Request,
+    questions: &Queries,
     code: ResponseCode,
     edns: Option<&Edns>,
     mut response_handle: R,
 ) -> ResponseInfo {
-    let response =
-        MessageResponseBuilder::new(&request.queries, edns).error_msg(&request.metadata, code);
+    let response = MessageResponseBuilder::new(questions, edns).error_msg(&request.metadata, code);
     match response_handle.send_response(response).await {
         Ok(info) => info,
         Err(error) => {
@@ -1053,6 +1086,31 @@ mod tests {
         let r = Message::from_vec(&out[0]).unwrap();
         assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
         assert_eq!(r.metadata.id, 0x1234);
+    }
+
+    /// Found by fuzzing: a question whose name is a compression pointer past the
+    /// question (or many questions with such names) made a response that did not
+    /// parse, because the question bytes are echoed as they came.
+    #[test]
+    fn questions_with_forward_pointers_get_formerr_without_a_question() {
+        let h = handle();
+        let src = "127.0.0.1:1".parse().unwrap();
+        let mut raw = vec![0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0];
+        raw.extend_from_slice(&[0xc0, 18, 0x00, 0x01, 0x00, 0x01]);
+        raw.extend_from_slice(b"\x01a\x00");
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            let out = answer_raw(&h, &[], &raw, src, protocol);
+            let r = Message::from_vec(&out[0]).expect("the response parses");
+            assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+            assert!(r.queries.is_empty());
+        }
+        // Two questions, one of them compressed against the other: FORMERR, and
+        // the echoed questions still parse.
+        let mut two = vec![0x12, 0x35, 0x01, 0x00, 0x00, 0x02, 0, 0, 0, 0, 0, 0];
+        two.extend_from_slice(b"\x01a\x00\x00\x01\x00\x01\xc0\x0c\x00\x10\x00\x01");
+        let out = answer_raw(&h, &[], &two, src, Protocol::Udp);
+        let r = Message::from_vec(&out[0]).expect("the response parses");
+        assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
     }
 
     #[test]
