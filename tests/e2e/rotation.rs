@@ -35,6 +35,9 @@ struct Setup {
     secrets: Api<Secret>,
     name: &'static str,
     operator: Operator,
+    /// `anypost-operator run` arguments, for restarts.
+    args: Vec<String>,
+    test: String,
     /// Where the operator's embedded zone listens.
     zone_addr: SocketAddr,
     verify_requests: u32,
@@ -53,35 +56,36 @@ impl Setup {
             },
         )
         .await;
-        let operator = Operator::start(
-            test,
-            &[
-                "--zone",
-                ZONE,
-                "--mx-host",
-                MX,
-                "--spf-include",
-                SPF,
-                "--tracking-host",
-                TRACKING_HOST,
-                "--namespace",
-                &ns.name,
-                "--selector",
-                &format!("anypost.com/e2e-run={run}"),
-                "--dns-listen",
-                &zone_addr.to_string(),
-                "--http-listen",
-                "127.0.0.1:0",
-                "--resolver",
-                &dns.resolver().to_string(),
-                "--resolver-timeout",
-                "2s",
-                "--dkim-min-standby-age",
-                "0s",
-                "--dkim-retire-after",
-                RETIRE_AFTER,
-            ],
-        );
+        let args: Vec<String> = [
+            "--zone",
+            ZONE,
+            "--mx-host",
+            MX,
+            "--spf-include",
+            SPF,
+            "--tracking-host",
+            TRACKING_HOST,
+            "--namespace",
+            &ns.name,
+            "--selector",
+            &format!("anypost.com/e2e-run={run}"),
+            "--dns-listen",
+            &zone_addr.to_string(),
+            "--http-listen",
+            "127.0.0.1:0",
+            "--resolver",
+            &dns.resolver().to_string(),
+            "--resolver-timeout",
+            "2s",
+            "--dkim-min-standby-age",
+            "0s",
+            "--dkim-retire-after",
+            RETIRE_AFTER,
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let operator = Operator::start(test, &args.iter().map(String::as_str).collect::<Vec<_>>());
         let name = "shop";
         ns.apply_ok(&format!(
             "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: {name}\n  \
@@ -96,9 +100,19 @@ impl Setup {
             dns,
             name,
             operator,
+            args,
+            test: test.to_string(),
             zone_addr,
             verify_requests: 0,
         }
+    }
+
+    /// Kills the operator and starts another with the same flags and `env`
+    /// (same DNS port, so the resolver keeps finding the zone).
+    fn replace_operator(&mut self, suffix: &str, env: &[(&str, &str)]) {
+        self.operator.kill();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.operator = Operator::start_with_env(&format!("{}-{suffix}", self.test), &args, env);
     }
 
     async fn status(&self) -> anyhow::Result<SendingDomainStatus> {
@@ -565,4 +579,72 @@ async fn a_rotation_is_refused_while_the_standby_cname_is_not_published() {
         .map(|k| secret_before[*k].clone())
         .collect();
     s.assert_no_private_key_leaks(&pems);
+}
+
+#[tokio::test]
+async fn a_crash_between_the_secret_and_the_status_of_a_rotation_keeps_the_rotation() {
+    let mut s = Setup::start("rotation-crash").await;
+    let st = s.published().await;
+    s.publish(&st, &[]).await;
+    let st = s.verify_now().await;
+    assert_verified(&st, "before the rotation");
+    let before = s.secret().await;
+
+    // An operator that dies right after its next Secret write: the rotation's.
+    s.replace_operator("crashing", &[("ANYPOST_CRASH_AFTER", "dkim-secret")]);
+    s.annotate("anypost.com/rotate", "1");
+    eventually(WAIT, || {
+        let running = s.operator.is_running();
+        async move {
+            ensure!(
+                !running,
+                "the operator has not written the Secret and died yet"
+            );
+            Ok::<_, anyhow::Error>(())
+        }
+    })
+    .await;
+    assert_eq!(s.secret().await["selector"], "anypost2");
+    let st = s.status().await.unwrap();
+    assert_eq!(active(&st), "anypost1", "the status write never happened");
+
+    // The next operator completes that rotation instead of rotating back.
+    s.replace_operator("restarted", &[]);
+    let st = eventually(WAIT, || async {
+        let st = s.status().await?;
+        let seen = st
+            .dkim
+            .as_ref()
+            .and_then(|d| d.observed_rotate_request.clone());
+        ensure!(
+            seen.as_deref() == Some("1"),
+            "rotate request not recorded yet: {seen:?}"
+        );
+        Ok(st)
+    })
+    .await;
+    assert_eq!(active(&st), "anypost2");
+    let (state1, key1, retire_at) = selector(&st, "anypost1");
+    assert_eq!(state1, SelectorState::Retiring);
+    assert_eq!(key1, public_of(&before["anypost1.key"]));
+    assert!(retire_at.is_some());
+    assert_eq!(selector(&st, "anypost2").0, SelectorState::Active);
+    let secret = s.secret().await;
+    assert_eq!(secret["selector"], "anypost2");
+    assert_eq!(
+        (&secret["anypost1.key"], &secret["anypost2.key"]),
+        (&before["anypost1.key"], &before["anypost2.key"])
+    );
+    let rotated: Vec<_> = s
+        .events()
+        .into_iter()
+        .filter(|e| e.1 == "Rotated")
+        .collect();
+    assert_eq!(rotated.len(), 1, "{rotated:#?}");
+    assert!(
+        rotated[0].2.starts_with("selector anypost2 now signs"),
+        "{rotated:?}"
+    );
+    let st = s.verify_now().await;
+    assert_verified(&st, "after the completed rotation");
 }
