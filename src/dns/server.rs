@@ -436,13 +436,22 @@ impl<'s> Reply<'s> {
 /// into records the response does not have), so echoing it would send a
 /// malformed response. Such requests get FORMERR without a question.
 fn question_is_plain(request: &Request) -> bool {
-    let [query] = request.queries.queries() else {
+    if request.queries.len() != 1 {
         return false;
-    };
-    let original = request.queries.as_bytes();
-    let mut buf = Vec::with_capacity(original.len());
-    let mut encoder = BinEncoder::new(&mut buf);
-    query.original().emit(&mut encoder).is_ok() && buf == original
+    }
+    // Labels (length bytes below 64), the root, then type and class: nothing else.
+    let bytes = request.queries.as_bytes();
+    let mut i = 0;
+    while let Some(&len) = bytes.get(i) {
+        if len == 0 {
+            return bytes.len() == i + 5;
+        }
+        if len & 0xc0 != 0 {
+            return false;
+        }
+        i += 1 + usize::from(len);
+    }
+    false
 }
 
 /// The question section to echo instead of the request's, when echoing the
@@ -502,9 +511,9 @@ fn decide<'s>(served: Option<&'s Served>, request: &Request, allow_axfr: &[IpNet
     }
 
     let mut answers: Vec<&Record> = Vec::new();
-    let mut name = qname.clone();
+    let mut name = std::borrow::Cow::Borrowed(qname);
     for _ in 0..MAX_CNAME_CHAIN {
-        let Some(rrsets) = served.nodes.get(&name) else {
+        let Some(rrsets) = served.nodes.get(name.as_ref()) else {
             // (After a CNAME into the zone, the CNAME stays in the answer: RFC 6604.)
             return Reply::negative(ResponseCode::NXDomain, served, answers);
         };
@@ -552,7 +561,7 @@ fn decide<'s>(served: Option<&'s Served>, request: &Request, allow_axfr: &[IpNet
                 if !served.origin.zone_of(&target) {
                     return Reply::answer(answers);
                 }
-                name = target;
+                name = std::borrow::Cow::Owned(target);
             }
             None => return Reply::negative(ResponseCode::NoError, served, answers),
         }
