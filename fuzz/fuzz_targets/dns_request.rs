@@ -57,7 +57,10 @@ static ZONE: LazyLock<ZoneHandle> = LazyLock::new(|| {
         spf_include: "spf.example".into(),
         tracking_host: "t.example".into(),
         nameservers: vec!["ns1.z.example".into(), "ns2.other.example".into()],
-        nameserver_addresses: vec!["ns1.z.example=192.0.2.1".into(), "ns1.z.example=2001:db8::1".into()],
+        nameserver_addresses: vec![
+            "ns1.z.example=192.0.2.1".into(),
+            "ns1.z.example=2001:db8::1".into(),
+        ],
         soa_contact: None,
         record_ttl: 300,
     })
@@ -77,7 +80,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, raw)) = data.split_first() else {
         return;
     };
-    let protocol = if mode & 1 == 0 { Protocol::Udp } else { Protocol::Tcp };
+    let protocol = if mode & 1 == 0 {
+        Protocol::Udp
+    } else {
+        Protocol::Tcp
+    };
     let allow: Vec<ipnet::IpNet> = if mode & 2 == 0 {
         vec![]
     } else {
@@ -90,9 +97,20 @@ fuzz_target!(|data: &[u8]| {
     }
     for bytes in &out {
         if protocol == Protocol::Udp {
-            assert!(bytes.len() <= MAX_UDP_PAYLOAD as usize, "{} bytes over UDP", bytes.len());
+            assert!(
+                bytes.len() <= MAX_UDP_PAYLOAD as usize,
+                "{} bytes over UDP",
+                bytes.len()
+            );
         }
         let m = Message::from_vec(bytes).expect("every response parses");
+        if protocol == Protocol::Udp && m.edns.is_none() {
+            assert!(
+                bytes.len() <= 512,
+                "{} bytes over UDP without EDNS",
+                bytes.len()
+            );
+        }
         assert_eq!(m.metadata.message_type, MessageType::Response);
         assert_eq!(m.metadata.id, u16::from_be_bytes([raw[0], raw[1]]));
         assert!(!m.metadata.recursion_available);
