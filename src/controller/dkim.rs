@@ -171,6 +171,8 @@ pub struct Plan {
     pub next_rotation_time: Option<Timestamp>,
     pub observed_rotate_request: Option<String>,
     pub notes: Vec<Note>,
+    /// The earliest future moment this plan changes by itself.
+    wake_at: Option<Timestamp>,
 }
 
 fn sd(d: Duration) -> SignedDuration {
@@ -304,6 +306,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         observed_rotate_request = input.rotate_request.map(str::to_string);
     }
 
+    // When a due rotation blocked only by the standby key's age may go ahead.
+    let mut standby_old_enough_at = None;
     if (scheduled || requested) && !lost_rotation {
         let other = 1 - active;
         let blocker = if states[other] != SelectorState::Standby || generate.contains(&other) {
@@ -317,6 +321,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 SELECTORS[other]
             ))
         } else if add(created_at[other], input.min_standby_age) > now {
+            standby_old_enough_at = Some(add(created_at[other], input.min_standby_age));
             Some(format!(
                 "the standby key of selector {} was published less than {} ago",
                 SELECTORS[other],
@@ -354,6 +359,16 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let next_rotation_time = input
         .rotation_interval
         .map(|i| add(last_rotation_time.unwrap_or(created_at[active]), i));
+    // A rotation that is due but blocked is retried when something changes: a
+    // check's status write (the standby's CNAME), or the standby's age, never in
+    // a loop on its past due time.
+    let wake_at = retire_at
+        .iter()
+        .flatten()
+        .copied()
+        .chain(next_rotation_time.filter(|t| *t > now))
+        .chain(standby_old_enough_at)
+        .min();
     Plan {
         generate,
         active,
@@ -364,6 +379,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         next_rotation_time,
         observed_rotate_request,
         notes,
+        wake_at,
     }
 }
 
@@ -389,14 +405,10 @@ impl Plan {
         }
     }
 
-    /// The earliest future moment this plan changes by itself.
+    /// The earliest future moment this plan changes by itself (a retiring key's
+    /// end, the next scheduled rotation, a young standby key coming of age).
     pub fn next_event(&self) -> Option<Timestamp> {
-        self.retire_at
-            .iter()
-            .flatten()
-            .copied()
-            .chain(self.next_rotation_time)
-            .min()
+        self.wake_at
     }
 }
 
@@ -590,6 +602,32 @@ mod tests {
         assert_eq!(p.active, 1);
         assert_eq!(p.next_rotation_time, Some(ts(2000)));
         assert_eq!(p.next_event(), Some(ts(1600)));
+    }
+
+    #[test]
+    fn a_blocked_scheduled_rotation_does_not_ask_to_be_woken_at_once() {
+        let st = stored(Some(0));
+        let mut first = input(1000, None, &st);
+        first.rotation_interval = Some(Duration::from_secs(500));
+        let status = plan(&first).status("x-dkim", keys());
+
+        // Due, but the standby's CNAME does not verify: nothing changes by
+        // itself; the next check's status write wakes the domain.
+        let mut unverified = input(1600, Some(&status), &st);
+        unverified.rotation_interval = Some(Duration::from_secs(500));
+        unverified.verified = [true, false];
+        let p = plan(&unverified);
+        assert_eq!(p.active, 0);
+        assert!(p.notes.is_empty(), "a scheduled rotation defers silently");
+        assert_eq!(p.next_event(), None);
+
+        // Due, but the standby key is too young: wake when it is old enough.
+        let mut young = input(1600, Some(&status), &st);
+        young.rotation_interval = Some(Duration::from_secs(500));
+        young.min_standby_age = Duration::from_secs(900);
+        let p = plan(&young);
+        assert_eq!(p.active, 0);
+        assert_eq!(p.next_event(), Some(ts(1900)));
     }
 
     #[test]
