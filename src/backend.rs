@@ -76,7 +76,12 @@ pub async fn start(
             // Bind before anything else so a taken port is a clear startup error.
             let server = DnsServer::bind(args.dns_listen).await?;
             tracing::info!(listen = %server.local_addr(), zone = %args.zone.zone, "serving the zone (UDP and TCP)");
-            tokio::spawn(watch_domains(client, cfg, handle.clone()));
+            tokio::spawn(watch_domains(
+                client,
+                cfg,
+                handle.clone(),
+                args.selector.clone(),
+            ));
             let ready_handle = handle.clone();
             tokio::spawn(async move {
                 while !ready_handle.is_loaded() {

@@ -6,7 +6,7 @@
 //! ```text
 //! let cfg = ZoneConfig::from_args(&args.zone)?;
 //! let handle = ZoneHandle::new();                     // shared by DNS, controller, /readyz
-//! spawn(watch_domains(client, cfg, handle.clone()));  // SendingDomains -> zone
+//! spawn(watch_domains(client, cfg, handle.clone(), selector)); // SendingDomains -> zone
 //! spawn(serve(handle.clone(), args.dns_listen, args.allow_axfr, shutdown));
 //! handle.holds(token, &keys)                          // RecordsPublished, truthfully
 //! ```

@@ -25,11 +25,21 @@ const COALESCE: Duration = Duration::from_millis(100);
 /// Watches every SendingDomain and republishes the zone into `handle` after each
 /// change. Runs until the future is dropped; watch errors are retried with
 /// backoff (the zone keeps being served from the last good state meanwhile).
-pub async fn watch_domains(client: kube::Client, cfg: ZoneConfig, handle: ZoneHandle) {
+pub async fn watch_domains(
+    client: kube::Client,
+    cfg: ZoneConfig,
+    handle: ZoneHandle,
+    selector: Option<String>,
+) {
     let api: Api<SendingDomain> = Api::all(client);
     let (store, writer) = reflector::store();
     let changed = Arc::new(Notify::new());
-    let events = watcher(api, watcher::Config::default())
+    let mut config = watcher::Config::default();
+    if let Some(selector) = &selector {
+        // The same scope as the controller's: both must agree on every claim.
+        config = config.labels(selector);
+    }
+    let events = watcher(api, config)
         .default_backoff()
         .modify(|d| d.managed_fields_mut().clear())
         .reflect(writer);

@@ -2,8 +2,8 @@
 //! renders objects the real apiserver accepts, passes only flags the binary
 //! knows, and its RBAC is enough for the operator to do its whole job.
 
-use crate::controller::{ZONE, manifest, wait_published};
-use crate::support::{Operator, TestNs, cluster, kubectl, kubectl_ok, kubectl_stdin, repo_root};
+use crate::controller::{manifest, operator, wait_published};
+use crate::support::{TestNs, cluster, kubectl, kubectl_ok, kubectl_stdin, repo_root};
 use anypost_operator::api::SendingDomain;
 use clap::Parser;
 use kube::Api;
@@ -208,34 +208,8 @@ async fn the_chart_rbac_is_enough_to_run_the_operator() {
     .unwrap();
 
     let run = tenant.name.clone();
-    let selector = format!("anypost.com/e2e-run={run}");
     let kc = kubeconfig.display().to_string();
-    let _op = Operator::start_with_env(
-        "rbac",
-        &[
-            "--zone",
-            ZONE,
-            "--mx-host",
-            "mx.anypost.test",
-            "--spf-include",
-            "spf.anypost.test",
-            "--tracking-host",
-            "t.anypost.test",
-            "--namespace",
-            &home.name,
-            "--selector",
-            &selector,
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--resolver",
-            "127.0.0.1:9",
-            "--resolver-timeout",
-            "300ms",
-        ],
-        &[("KUBECONFIG", kc.as_str())],
-    );
+    let _op = operator("rbac", &home.name, &run, &[("KUBECONFIG", kc.as_str())]);
     tenant.apply_ok(&manifest(
         "rbac",
         &run,

@@ -21,36 +21,55 @@ use std::time::Duration;
 pub const ZONE: &str = "dns.anypost.test";
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Starts an operator whose identity and lease live in `home`, managing the
-/// SendingDomains labelled `anypost.com/e2e-run=<run>`.
+/// The flags of a test operator whose identity and lease live in `home`, managing
+/// the SendingDomains labelled `anypost.com/e2e-run=<run>`, with its DNS and HTTP
+/// on free ports and a resolver that never answers.
+pub fn operator_args(home: &str, run: &str) -> Vec<String> {
+    [
+        "--zone",
+        ZONE,
+        "--mx-host",
+        "mx.anypost.test",
+        "--spf-include",
+        "spf.anypost.test",
+        "--tracking-host",
+        "t.anypost.test",
+        "--namespace",
+        home,
+        "--selector",
+        &format!("anypost.com/e2e-run={run}"),
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--resolver",
+        "127.0.0.1:9",
+        "--resolver-timeout",
+        "300ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Starts a test operator (see [`operator_args`]) with `extra` flags, which may
+/// repeat earlier ones (the last wins).
+pub fn operator_with(
+    name: &str,
+    home: &str,
+    run: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Operator {
+    let mut args = operator_args(home, run);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Operator::start_with_env(name, &args, env)
+}
+
+/// Starts a test operator with the default flags.
 pub fn operator(name: &str, home: &str, run: &str, env: &[(&str, &str)]) -> Operator {
-    let selector = format!("anypost.com/e2e-run={run}");
-    Operator::start_with_env(
-        name,
-        &[
-            "--zone",
-            ZONE,
-            "--mx-host",
-            "mx.anypost.test",
-            "--spf-include",
-            "spf.anypost.test",
-            "--tracking-host",
-            "t.anypost.test",
-            "--namespace",
-            home,
-            "--selector",
-            &selector,
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--resolver",
-            "127.0.0.1:9",
-            "--resolver-timeout",
-            "300ms",
-        ],
-        env,
-    )
+    operator_with(name, home, run, &[], env)
 }
 
 /// A SendingDomain manifest labelled for `run`.

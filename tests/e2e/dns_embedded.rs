@@ -620,10 +620,12 @@ async fn the_watch_serves_status_writes_and_forgets_deleted_domains() {
         ns.client.clone(),
         config(),
         s.handle.clone(),
+        Some(format!("anypost.com/e2e-run={}", ns.name)),
     ));
     let domain = format!("{}.watch.example", ns.name);
     ns.apply_ok(&format!(
-        "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: watched\nspec:\n  domain: {domain}\n  tracking:\n    subdomain: track\n"
+        "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: watched\n  labels:\n    anypost.com/e2e-run: {}\nspec:\n  domain: {domain}\n  tracking:\n    subdomain: track\n",
+        ns.name
     ));
     let api = ns.api::<SendingDomain>();
     let status = serde_json::json!({

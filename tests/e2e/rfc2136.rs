@@ -6,7 +6,7 @@
 //!
 //! Each test has its own BIND, namespace and operator (scoped with `--selector`).
 
-use crate::controller::{ZONE, manifest, wait_published};
+use crate::controller::{ZONE, manifest, operator_with, wait_published};
 use crate::support::bind_rfc2136::{BindPrimary, KEY_NAME};
 use crate::support::{Operator, TestNs, eventually};
 use anyhow::{anyhow, ensure};
@@ -28,31 +28,14 @@ fn operator(
     secret_file: &std::path::Path,
     leader_election: bool,
 ) -> Operator {
-    let selector = format!("anypost.com/e2e-run={run}");
     let server = bind.addr().to_string();
     let secret = secret_file.display().to_string();
     let leader = leader_election.to_string();
-    Operator::start(
+    operator_with(
         name,
+        home,
+        run,
         &[
-            "--zone",
-            ZONE,
-            "--mx-host",
-            "mx.anypost.test",
-            "--spf-include",
-            "spf.anypost.test",
-            "--tracking-host",
-            "t.anypost.test",
-            "--namespace",
-            home,
-            "--selector",
-            &selector,
-            "--http-listen",
-            "127.0.0.1:0",
-            "--resolver",
-            "127.0.0.1:9",
-            "--resolver-timeout",
-            "300ms",
             "--zone-backend",
             "rfc2136",
             "--rfc2136-server",
@@ -66,6 +49,7 @@ fn operator(
             "--leader-election",
             &leader,
         ],
+        &[],
     )
 }
 
