@@ -39,6 +39,7 @@ cargo-test:
 crds:
 	$(CARGO) run --quiet --locked -- crd > $(CRD_FILE).tmp
 	mv $(CRD_FILE).tmp $(CRD_FILE)
+	cp $(CRD_FILE) charts/anypost-operator/crds/
 
 demo:
 	@if [[ -x scripts/demo ]]; then scripts/demo up; \

@@ -57,7 +57,7 @@ pub const DEFAULT_KEY_BITS: u32 = 2048;
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "!has(self.tracking) || size(self.tracking.subdomain) + 1 + size(self.domain) <= 253",
-        "message": "spec.tracking.subdomain: the tracking name <subdomain>.<domain> must be at most 253 characters",
+        "message": "spec.tracking.subdomain is too long for this domain: <subdomain>.<domain> must be at most 253 characters",
         "fieldPath": ".tracking.subdomain"
     }
 ]))]
@@ -75,11 +75,11 @@ pub struct SendingDomainSpec {
         {"rule": "!self.contains('*')", "message": "spec.domain must not be a wildcard: add each sending domain by its name"},
         {"rule": "!self.contains('_')", "message": "spec.domain must not contain underscores: a sending domain is a host name (letters, digits, hyphens)"},
         {"rule": "self.contains('.')", "message": "spec.domain must have at least two labels, e.g. example.com"},
-        {"rule": "self.split('.').all(l, size(l) > 0)", "message": "spec.domain must not contain empty labels (a leading dot or '..')"},
+        {"rule": "self.endsWith('.') || self.split('.').all(l, size(l) > 0)", "message": "spec.domain must not contain empty labels (a leading dot or '..')"},
         {"rule": "self.split('.').all(l, size(l) <= 63)", "message": "spec.domain must not have a label longer than 63 characters"},
         {"rule": "self.split('.').all(l, !l.startsWith('-') && !l.endsWith('-'))", "message": "spec.domain must not have a label that starts or ends with a hyphen"},
         {"rule": "self.matches('^[a-zA-Z0-9.*_-]*$') || !self.matches('^[\\\\x00-\\\\x7f]*$')", "message": "spec.domain may contain only letters, digits, hyphens and dots"},
-        {"rule": "!self.matches('(^|\\\\.)[0-9]+$')", "message": "spec.domain must not end in an all-numeric label"}
+        {"rule": "isIP(self) || !self.matches('(^|\\\\.)[0-9]+$')", "message": "spec.domain must not end in an all-numeric label"}
     ]))]
     pub domain: String,
 

@@ -639,7 +639,7 @@ async fn tracking_subdomain_is_checked_at_admission() {
         ),
         (
             json!({ "domain": long_domain, "tracking": { "subdomain": "tracking" } }),
-            "spec.tracking.subdomain: Invalid value: spec.tracking.subdomain: the tracking name <subdomain>.<domain> must be at most 253 characters".to_string(),
+            "spec.tracking.subdomain: Invalid value: spec.tracking.subdomain is too long for this domain: <subdomain>.<domain> must be at most 253 characters".to_string(),
         ),
         (
             json!({ "domain": "example.com", "tracking": {} }),
