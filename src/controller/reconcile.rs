@@ -189,7 +189,8 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
             .zip(&records)
             .any(|(a, b)| a.value != b.value || a.fqdn != b.fqdn);
     let due = requested || spec_changed || check_due(&previous, now, &ctx.config, &sd);
-    let check: Option<CheckResult> = if due && published == Published::Yes {
+    let first_publication = published == Published::Yes && !was_published(&previous);
+    let check: Option<CheckResult> = if check_now(due, &published, first_publication) {
         let req = CheckRequest {
             domain: parsed.domain.clone(),
             records: records.clone(),
@@ -217,7 +218,9 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     write_status(&sd, &ctx, &previous, &new_status).await?;
 
     // When to look again.
-    let mut next = if published == Published::Yes {
+    let mut next = if first_publication {
+        Duration::ZERO
+    } else if published == Published::Yes {
         next_check_in(&new_status, now, &ctx.config, &sd)
     } else {
         PUBLISH_POLL
@@ -226,6 +229,21 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         next = next.min(until(now, t));
     }
     Ok(Action::requeue(next.max(Duration::from_millis(200))))
+}
+
+/// Whether this reconcile checks the customer's records. Only once the zone
+/// serves every key in status; and not in the reconcile that first finds the
+/// records published: that one writes `RecordsPublished=True` at once and the
+/// check follows in the next reconcile. Otherwise the condition would wait its
+/// turn in the verification queue (`--verify-concurrency`), which a bulk import
+/// of new domains fills for minutes.
+pub fn check_now(due: bool, published: &Published, first_publication: bool) -> bool {
+    due && *published == Published::Yes && !first_publication
+}
+
+fn was_published(previous: &SendingDomainStatus) -> bool {
+    super::conditions::find(&previous.conditions, super::conditions::RECORDS_PUBLISHED)
+        .is_some_and(|c| c.status == "True")
 }
 
 /// The `anypost.com/verify` value to record as answered: only once a check has
@@ -251,10 +269,7 @@ pub fn shown_published(
     previous: &SendingDomainStatus,
     signing_only: impl FnOnce() -> Published,
 ) -> Published {
-    let was_published =
-        super::conditions::find(&previous.conditions, super::conditions::RECORDS_PUBLISHED)
-            .is_some_and(|c| c.status == "True");
-    if *full != Published::Yes && was_published && signing_only() == Published::Yes {
+    if *full != Published::Yes && was_published(previous) && signing_only() == Published::Yes {
         Published::Yes
     } else {
         full.clone()
@@ -561,6 +576,14 @@ mod tests {
             reason: "Publishing",
             message: "not yet".into(),
         }
+    }
+
+    #[test]
+    fn publication_is_recorded_before_the_first_check() {
+        assert!(!check_now(true, &Published::Yes, true));
+        assert!(check_now(true, &Published::Yes, false));
+        assert!(!check_now(false, &Published::Yes, false));
+        assert!(!check_now(true, &publishing(), false));
     }
 
     #[test]
