@@ -285,8 +285,24 @@ fn crash_point(point: &str) {
     }
 }
 
-/// Writes a blocked status and waits for a change (no requeue: an invalid spec or
-/// a conflict is fixed by a change, which triggers a reconcile).
+/// How often a domain blocked by another object looks again by itself.
+pub const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+
+/// When a blocked domain looks again. An invalid name is fixed by a change to
+/// the SendingDomain, which triggers a reconcile. A conflict is settled by a
+/// change to another object: the older claim's deletion triggers a reconcile,
+/// but that one may still see the deleted claim in the controller's cache (the
+/// two arrive on different watches); a foreign Secret in the way is deleted or
+/// labelled without triggering anything. A periodic look makes both certain.
+pub fn blocked_action(reason: &str) -> Action {
+    if matches!(reason, "DomainConflict" | "SecretConflict") {
+        Action::requeue(CONFLICT_RECHECK)
+    } else {
+        Action::await_change()
+    }
+}
+
+/// Writes a blocked status and waits, see [`blocked_action`].
 async fn block(
     sd: &SendingDomain,
     ctx: &Context,
@@ -297,7 +313,7 @@ async fn block(
 ) -> Result<Action, Error> {
     let st = status::blocked(previous, sd.metadata.generation, now, reason, message);
     write_status(sd, ctx, previous, &st).await?;
-    Ok(Action::await_change())
+    Ok(blocked_action(reason))
 }
 
 /// Writes status if it changed, with an Event for each meaningful transition.
@@ -575,6 +591,20 @@ mod tests {
         Published::No {
             reason: "Publishing",
             message: "not yet".into(),
+        }
+    }
+
+    #[test]
+    fn a_lost_conflict_looks_again_and_a_bad_name_waits_for_a_change() {
+        for reason in ["DomainConflict", "SecretConflict"] {
+            assert_eq!(
+                blocked_action(reason),
+                Action::requeue(CONFLICT_RECHECK),
+                "{reason}"
+            );
+        }
+        for reason in ["PublicSuffix", "InvalidDomain"] {
+            assert_eq!(blocked_action(reason), Action::await_change(), "{reason}");
         }
     }
 
