@@ -239,12 +239,25 @@ async fn two_replicas_serve_the_zone_one_writes_and_the_other_takes_over() {
     let ns = TestNs::new("replicas").await;
     let run = ns.name.clone();
     let api: Api<SendingDomain> = ns.api();
+    // Started together, as a Deployment's two pods: they race for the identity
+    // Secret and the Lease.
     let mut a = Replica::start("replica-a", &ns.name, &run);
-    a.op.wait_for_log("became the leader", WAIT).await;
     let mut b = Replica::start("replica-b", &ns.name, &run);
     a.ready().await;
     b.ready().await;
-    assert_eq!(lease_holder(&ns).unwrap(), "replica-a");
+    let holder = eventually(WAIT, || async {
+        let holder = lease_holder(&ns)?;
+        ensure!(!holder.is_empty(), "no Lease holder yet");
+        Ok::<_, anyhow::Error>(holder)
+    })
+    .await;
+    let (mut a, mut b) = match holder.as_str() {
+        "replica-a" => (a, b),
+        "replica-b" => (b, a),
+        other => panic!("the Lease is held by {other:?}"),
+    };
+    // From here on `a` leads and `b` stands by.
+    a.op.wait_for_log("starting the controller", WAIT).await;
 
     // A new domain: written once, by the leader; served by both within a second
     // or two of the status write.
@@ -284,7 +297,7 @@ async fn two_replicas_serve_the_zone_one_writes_and_the_other_takes_over() {
     );
     let reporters = event_reporters(&ns, "one");
     assert!(
-        !reporters.is_empty() && reporters.iter().all(|r| r == "replica-a"),
+        !reporters.is_empty() && reporters.iter().all(|r| r == a.identity),
         "events reported by {reporters:?}"
     );
     assert!(
@@ -298,12 +311,15 @@ async fn two_replicas_serve_the_zone_one_writes_and_the_other_takes_over() {
     let killed = Instant::now();
     eventually(Duration::from_secs(45), || async {
         let holder = lease_holder(&ns)?;
-        ensure!(holder == "replica-b", "the Lease is held by {holder:?}");
+        ensure!(holder == b.identity, "the Lease is held by {holder:?}");
         Ok::<_, anyhow::Error>(())
     })
     .await;
     let takeover = killed.elapsed();
-    eprintln!("replica-b took the Lease {takeover:?} after replica-a was killed");
+    eprintln!(
+        "{} took the Lease {takeover:?} after {} was killed",
+        b.identity, a.identity
+    );
     assert!(
         takeover < Duration::from_secs(25),
         "takeover took {takeover:?}"
@@ -326,5 +342,9 @@ async fn two_replicas_serve_the_zone_one_writes_and_the_other_takes_over() {
         status_managers(&api, "two").await,
         ["anypost-operator/status"]
     );
-    assert!(event_reporters(&ns, "two").iter().all(|r| r == "replica-b"));
+    let reporters = event_reporters(&ns, "two");
+    assert!(
+        !reporters.is_empty() && reporters.iter().all(|r| r == b.identity),
+        "events reported by {reporters:?}"
+    );
 }
