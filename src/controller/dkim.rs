@@ -267,6 +267,25 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         notes.push(rotated_note(active, old, retire_at[old]));
     }
 
+    // The signing key itself is lost (deleted from the Secret, or unreadable). A
+    // fresh key is in no DNS answer yet, nor in resolvers' caches: mail signed
+    // with it fails DKIM until it has propagated. The other selector's key is
+    // published already, so it signs instead and the fresh key becomes standby.
+    let other = 1 - active;
+    if generate.contains(&active) && unchanged(other) {
+        let lost = active;
+        states[other] = SelectorState::Active;
+        retire_at[other] = None;
+        states[lost] = SelectorState::Standby;
+        active = other;
+        if let Some(n) = notes.iter_mut().find(|n| n.reason == "KeyRegenerated") {
+            n.message = format!(
+                "the private key of selector {}, which signed, was missing or unreadable in the Secret; selector {}, already published, signs instead, and a new standby key was generated for {}",
+                SELECTORS[lost], SELECTORS[active], SELECTORS[lost]
+            );
+        }
+    }
+
     // A retiring key whose grace period is over is replaced by a fresh standby key.
     for i in 0..2 {
         if states[i] == SelectorState::Retiring && retire_at[i].is_none_or(|t| t <= now) {
@@ -505,6 +524,34 @@ mod tests {
         let p = plan(&input(2000, Some(&status), &lost));
         assert_eq!(p.generate, vec![1]);
         assert_eq!(p.notes[0].reason, "KeyRegenerated");
+    }
+
+    #[test]
+    fn a_lost_signing_key_hands_signing_to_the_published_standby() {
+        let st = stored(Some(0));
+        let status = plan(&input(1000, None, &st)).status("x-dkim", keys());
+        let mut lost = stored(Some(0));
+        lost.keys[0] = None;
+        let p = plan(&input(2000, Some(&status), &lost));
+        assert_eq!(p.generate, vec![0]);
+        assert_eq!(p.active, 1, "the published key signs");
+        assert_eq!(p.states, [SelectorState::Standby, SelectorState::Active]);
+        assert_eq!(p.created_at, [ts(2000), ts(1000)]);
+        assert_eq!(p.notes.len(), 1);
+        assert_eq!(p.notes[0].reason, "KeyRegenerated");
+        assert!(p.notes[0].warning);
+        assert_eq!(
+            p.notes[0].message,
+            "the private key of selector anypost1, which signed, was missing or unreadable in the Secret; selector anypost2, already published, signs instead, and a new standby key was generated for anypost1"
+        );
+
+        // With both keys lost there is nothing published to fall back on.
+        let none = StoredKeys {
+            active: Some(0),
+            ..Default::default()
+        };
+        let p = plan(&input(2000, Some(&status), &none));
+        assert_eq!((p.active, p.generate.clone()), (0, vec![0, 1]));
     }
 
     #[test]
