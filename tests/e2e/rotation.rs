@@ -648,3 +648,78 @@ async fn a_crash_between_the_secret_and_the_status_of_a_rotation_keeps_the_rotat
     let st = s.verify_now().await;
     assert_verified(&st, "after the completed rotation");
 }
+
+#[tokio::test]
+async fn a_lost_signing_key_hands_signing_to_the_published_standby() {
+    let mut s = Setup::start("rotation-lost-key").await;
+    let st = s.published().await;
+    s.publish(&st, &[]).await;
+    let st = s.verify_now().await;
+    assert_verified(&st, "before the key is lost");
+    assert_eq!(active(&st), "anypost1");
+    let before = s.secret().await;
+
+    // Someone deletes the signing key from the Secret.
+    let out = s.ns.kubectl(&[
+        "patch",
+        "secret",
+        &dkim::secret_name(s.name),
+        "--type=json",
+        "-p",
+        r#"[{"op": "remove", "path": "/data/anypost1.key"}]"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let st = eventually(WAIT, || async {
+        let st = s.status().await?;
+        ensure!(active(&st) == "anypost2", "active selector {}", active(&st));
+        Ok(st)
+    })
+    .await;
+    let secret = s.secret().await;
+    assert_eq!(secret["selector"], "anypost2", "the published key signs");
+    assert_eq!(secret["anypost2.key"], before["anypost2.key"]);
+    assert_ne!(secret["anypost1.key"], before["anypost1.key"]);
+    let (state1, key1, _) = selector(&st, "anypost1");
+    assert_eq!(state1, SelectorState::Standby);
+    assert_eq!(key1, public_of(&secret["anypost1.key"]));
+    assert_eq!(selector(&st, "anypost2").0, SelectorState::Active);
+    let warning = eventually(WAIT, || async {
+        s.events()
+            .into_iter()
+            .find(|e| e.1 == "KeyRegenerated")
+            .context("no KeyRegenerated event yet")
+    })
+    .await;
+    assert_eq!(warning.0, "Warning");
+    assert!(
+        warning
+            .2
+            .contains("selector anypost2, already published, signs instead"),
+        "{}",
+        warning.2
+    );
+
+    // The zone serves the fresh standby key and the domain stays verified.
+    eventually(WAIT, || async {
+        let served = s.served_key(&st, "anypost1");
+        ensure!(
+            served.as_deref() == Some(key1.as_str()),
+            "zone serves {served:?}"
+        );
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    let st = s.verify_now().await;
+    assert_verified(&st, "after the signing key was replaced");
+    let pems = vec![
+        before["anypost1.key"].clone(),
+        before["anypost2.key"].clone(),
+        secret["anypost1.key"].clone(),
+    ];
+    s.assert_no_private_key_leaks(&pems);
+}
