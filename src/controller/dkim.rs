@@ -329,7 +329,14 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut standby_old_enough_at = None;
     if (scheduled || requested) && !lost_rotation {
         let other = 1 - active;
-        let blocker = if states[other] != SelectorState::Standby || generate.contains(&other) {
+        let blocker = if let (SelectorState::Retiring, Some(until)) =
+            (states[other], retire_at[other])
+        {
+            Some(format!(
+                "selector {} still holds the previous key, published for mail in flight until {until}",
+                SELECTORS[other]
+            ))
+        } else if states[other] != SelectorState::Standby || generate.contains(&other) {
             Some(format!(
                 "selector {} is not a published standby key yet",
                 SELECTORS[other]
@@ -566,6 +573,17 @@ mod tests {
         assert_eq!(p.retire_at[0], Some(ts(2100)));
         assert_eq!(p.observed_rotate_request.as_deref(), Some("now"));
         assert_eq!(p.notes[0].reason, "Rotated");
+
+        // Asking again while anypost1 still retires is deferred, and says until when.
+        let (retiring, switched) = (p.status("x-dkim", keys()), stored(Some(1)));
+        let mut again = input(2050, Some(&retiring), &switched);
+        again.rotate_request = Some("again");
+        let deferred = plan(&again);
+        assert_eq!(deferred.active, 1);
+        assert_eq!(
+            deferred.notes[0].message,
+            "rotation requested by the anypost.com/rotate annotation was not done: selector anypost1 still holds the previous key, published for mail in flight until 1970-01-01T00:35:00Z; set a new value to ask again"
+        );
 
         // The same annotation value again does nothing.
         let after = p.status("x-dkim", keys());
