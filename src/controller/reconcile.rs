@@ -139,8 +139,11 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     }
     let keys: [KeyMaterial; 2] = keys.map(|k| k.expect("every missing key was generated"));
     let data = dkim::secret_data(&keys, plan.active);
+    // Other keys someone added to the Secret are theirs: only ours are compared
+    // (server-side apply leaves the rest alone).
     let secret_current = secret.as_ref().is_some_and(|s| {
-        s.data.as_ref() == Some(&data)
+        let stored = s.data.clone().unwrap_or_default();
+        data.iter().all(|(k, v)| stored.get(k) == Some(v))
             && s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
             && owned_by(s, &sd)
     });

@@ -52,8 +52,8 @@ pub fn operator_args(home: &str, run: &str) -> Vec<String> {
     .collect()
 }
 
-/// Starts a test operator (see [`operator_args`]) with `extra` flags, which may
-/// repeat earlier ones (the last wins).
+/// Starts a test operator (see [`operator_args`]) with `extra` flags, which must
+/// not repeat those (clap refuses a flag given twice).
 pub fn operator_with(
     name: &str,
     home: &str,
