@@ -55,6 +55,7 @@ pub async fn start(
     client: kube::Client,
     args: &RunArgs,
     readiness: Arc<Readiness>,
+    metrics: Arc<crate::telemetry::Metrics>,
     leader: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(Arc<dyn Publisher>, Arc<dyn Verifier>, DnsTask)> {
     let cfg = ZoneConfig::from_args(&args.zone)?;
@@ -73,6 +74,7 @@ pub async fn start(
     match args.zone_backend {
         ZoneBackend::Embedded => {
             let handle = ZoneHandle::new();
+            metrics.register(|r| handle.metrics().register(r));
             // Bind before anything else so a taken port is a clear startup error.
             let server = DnsServer::bind(args.dns_listen).await?;
             tracing::info!(listen = %server.local_addr(), zone = %args.zone.zone, "serving the zone (UDP and TCP)");

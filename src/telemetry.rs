@@ -46,7 +46,7 @@ pub struct OutcomeLabels {
 
 /// The operator's metrics.
 pub struct Metrics {
-    registry: Registry,
+    registry: std::sync::RwLock<Registry>,
     pub reconciles: Counter,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_seconds: Histogram,
@@ -75,7 +75,7 @@ impl Default for Metrics {
             check_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             leader: Gauge::default(),
             domains: Gauge::default(),
-            registry: Registry::default(),
+            registry: Default::default(),
         };
         registry.register(
             "reconciles",
@@ -132,7 +132,10 @@ impl Default for Metrics {
             "SendingDomains this replica sees",
             m.domains.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry: std::sync::RwLock::new(registry),
+            ..m
+        }
     }
 }
 
@@ -158,10 +161,17 @@ impl Metrics {
         }
     }
 
+    /// Adds another subsystem's metrics (they get the `anypost_` prefix too).
+    pub fn register(&self, add: impl FnOnce(&mut Registry)) {
+        let mut registry = self.registry.write().unwrap_or_else(|e| e.into_inner());
+        add(&mut registry);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        let registry = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        encode(&mut out, &registry).expect("writing to a String cannot fail");
         out
     }
 }

@@ -297,8 +297,15 @@ pub fn main(args: RunArgs) -> ExitCode {
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("anypost-operator: {e:#}");
+            // What failed, and the error that made it fail (whose text already
+            // carries its own causes; printing the whole chain repeats them).
+            let msg = match e.chain().nth(1) {
+                Some(cause) if !e.to_string().contains(&cause.to_string()) => {
+                    format!("{e}: {cause}")
+                }
+                _ => e.to_string(),
+            };
+            tracing::error!("{msg}");
             ExitCode::FAILURE
         }
     }
@@ -338,8 +345,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ));
     }
 
-    let (publisher, verifier, dns_task) =
-        crate::backend::start(client.clone(), &args, readiness.clone(), leader_rx.clone()).await?;
+    let (publisher, verifier, dns_task) = crate::backend::start(
+        client.clone(),
+        &args,
+        readiness.clone(),
+        metrics.clone(),
+        leader_rx.clone(),
+    )
+    .await?;
 
     let ctx = Arc::new(Context::new(
         client.clone(),
