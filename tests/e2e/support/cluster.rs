@@ -262,6 +262,20 @@ impl Drop for TestNs {
             eprintln!("keeping namespace {} of the failed test", self.name);
             return;
         }
+        // The test's operator is gone by now, so nothing would ever release the
+        // RFC2136 finalizer: drop it, or the namespace would stay Terminating.
+        let names = kubectl(&["get", "sd", "-n", &self.name, "-o", "name"]);
+        for sd in String::from_utf8_lossy(&names.stdout).lines() {
+            let _ = kubectl(&[
+                "patch",
+                sd,
+                "-n",
+                &self.name,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ]);
+        }
         // Synchronous and non-blocking: Drop may run outside any runtime, and the
         // namespace controller finishes the deletion after the test.
         let _ = kubectl(&[
