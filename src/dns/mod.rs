@@ -16,6 +16,7 @@ pub mod diff;
 pub mod rfc2136;
 pub mod server;
 pub mod watch;
+pub mod wire;
 pub mod zone;
 
 pub use claims::{claim_winner, is_winner, winning_claims};

@@ -18,7 +18,8 @@
 //! verify (wrong secret, unknown key) still be explained by its rcode.
 
 use super::diff::{Change, plan};
-use super::zone::{RData, RecordType, RrSet, Soa, Zone, ZoneConfig, desired_zone, dkim_text};
+use super::wire::{dns_name, from_hickory, hickory_type, model_name, model_type, to_hickory};
+use super::zone::{RData, RecordType, RrSet, Zone, ZoneConfig, desired_zone, dkim_text};
 use super::zone::{in_zone, normalize};
 use crate::api::SendingDomain;
 use crate::cli::Rfc2136Args;
@@ -27,7 +28,6 @@ use crate::naming::ZoneNames;
 use futures::StreamExt;
 use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
 use hickory_proto::rr::{self as hrr, DNSClass, Name, Record, TSigVerifier, TSigner};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -318,91 +318,6 @@ fn change_size(change: &Change) -> usize {
         Change::Create { new, .. } => fixed + set(name, new),
         Change::Replace { old, new, .. } => 2 * fixed + set(name, old) + set(name, new),
         Change::Delete { old, .. } => 2 * fixed + set(name, old),
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Conversions between the zone model and hickory's records
-
-fn dns_name(name: &str) -> Result<Name, String> {
-    Name::from_ascii(format!("{name}.")).map_err(|e| format!("{name:?} is not a valid name: {e}"))
-}
-
-fn model_name(name: &Name) -> String {
-    normalize(&name.to_ascii())
-}
-
-fn to_hickory(r: &RData) -> Result<hrr::RData, String> {
-    Ok(match r {
-        RData::Soa(s) => hrr::RData::SOA(SOA::new(
-            dns_name(&s.mname)?,
-            dns_name(&s.rname)?,
-            s.serial,
-            s.refresh as i32,
-            s.retry as i32,
-            s.expire as i32,
-            s.minimum,
-        )),
-        RData::Ns(n) => hrr::RData::NS(NS(dns_name(n)?)),
-        RData::A(ip) => hrr::RData::A(A(*ip)),
-        RData::Aaaa(ip) => hrr::RData::AAAA(AAAA(*ip)),
-        RData::Mx {
-            preference,
-            exchange,
-        } => hrr::RData::MX(MX::new(*preference, dns_name(exchange)?)),
-        RData::Txt(strings) => {
-            hrr::RData::TXT(TXT::from_bytes(strings.iter().map(Vec::as_slice).collect()))
-        }
-        RData::Cname(n) => hrr::RData::CNAME(CNAME(dns_name(n)?)),
-    })
-}
-
-fn from_hickory(r: &hrr::RData) -> Option<RData> {
-    Some(match r {
-        hrr::RData::SOA(s) => RData::Soa(Soa {
-            mname: model_name(&s.mname),
-            rname: model_name(&s.rname),
-            serial: s.serial,
-            refresh: s.refresh as u32,
-            retry: s.retry as u32,
-            expire: s.expire as u32,
-            minimum: s.minimum,
-        }),
-        hrr::RData::NS(n) => RData::Ns(model_name(&n.0)),
-        hrr::RData::A(a) => RData::A(a.0),
-        hrr::RData::AAAA(a) => RData::Aaaa(a.0),
-        hrr::RData::MX(mx) => RData::Mx {
-            preference: mx.preference,
-            exchange: model_name(&mx.exchange),
-        },
-        hrr::RData::TXT(t) => RData::Txt(t.txt_data.iter().map(|s| s.to_vec()).collect()),
-        hrr::RData::CNAME(c) => RData::Cname(model_name(&c.0)),
-        _ => return None,
-    })
-}
-
-fn model_type(t: hrr::RecordType) -> Option<RecordType> {
-    Some(match t {
-        hrr::RecordType::SOA => RecordType::Soa,
-        hrr::RecordType::NS => RecordType::Ns,
-        hrr::RecordType::A => RecordType::A,
-        hrr::RecordType::AAAA => RecordType::Aaaa,
-        hrr::RecordType::MX => RecordType::Mx,
-        hrr::RecordType::TXT => RecordType::Txt,
-        hrr::RecordType::CNAME => RecordType::Cname,
-        _ => return None,
-    })
-}
-
-fn hickory_type(t: RecordType) -> hrr::RecordType {
-    match t {
-        RecordType::Soa => hrr::RecordType::SOA,
-        RecordType::Ns => hrr::RecordType::NS,
-        RecordType::A => hrr::RecordType::A,
-        RecordType::Aaaa => hrr::RecordType::AAAA,
-        RecordType::Mx => hrr::RecordType::MX,
-        RecordType::Txt => hrr::RecordType::TXT,
-        RecordType::Cname => hrr::RecordType::CNAME,
     }
 }
 
@@ -1207,6 +1122,7 @@ mod tests {
     use super::*;
     use crate::controller::Publisher as _;
     use crate::dns::zone::tests::{cfg, domain};
+    use hickory_proto::rr::rdata::{A, NS, SOA, TXT};
 
     const T1: &str = "abcdefghijklmnop";
 

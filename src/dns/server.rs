@@ -11,7 +11,7 @@ use crate::naming::ZoneNames;
 use hickory_net::runtime::Time;
 use hickory_net::xfer::Protocol;
 use hickory_proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
+use hickory_proto::rr::rdata::{CNAME, NS};
 use hickory_proto::rr::{self as hrr, DNSClass, LowerName, Name, Record};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -55,34 +55,11 @@ struct Served {
 }
 
 fn name(n: &str) -> Option<Name> {
-    let mut name = Name::from_ascii(n).ok()?;
-    name.set_fqdn(true);
-    Some(name)
+    super::wire::dns_name(n).ok()
 }
 
 fn to_wire(owner: &Name, ttl: u32, r: &RData) -> Option<Record> {
-    let data = match r {
-        RData::Soa(s) => hrr::RData::SOA(SOA::new(
-            name(&s.mname)?,
-            name(&s.rname)?,
-            s.serial,
-            i32::try_from(s.refresh).ok()?,
-            i32::try_from(s.retry).ok()?,
-            i32::try_from(s.expire).ok()?,
-            s.minimum,
-        )),
-        RData::Ns(n) => hrr::RData::NS(NS(name(n)?)),
-        RData::A(ip) => hrr::RData::A(A(*ip)),
-        RData::Aaaa(ip) => hrr::RData::AAAA(AAAA(*ip)),
-        RData::Mx {
-            preference,
-            exchange,
-        } => hrr::RData::MX(MX::new(*preference, name(exchange)?)),
-        RData::Txt(strings) => {
-            hrr::RData::TXT(TXT::from_bytes(strings.iter().map(Vec::as_slice).collect()))
-        }
-        RData::Cname(n) => hrr::RData::CNAME(CNAME(name(n)?)),
-    };
+    let data = super::wire::to_hickory(r).ok()?;
     Some(Record::from_rdata(owner.clone(), ttl, data))
 }
 
