@@ -8,7 +8,7 @@ use crate::api::{
     TrackingStatus,
 };
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use std::time::Duration;
 
 /// The result of resolving the customer's records, as the controller uses it.
@@ -74,6 +74,18 @@ fn failure(prev: Option<&Failure>, code: &str, message: &str, now: Timestamp) ->
         message: message.to_string(),
         since: Some(since),
     }
+}
+
+/// The previous condition of `type_`, to keep as it is when no check ran.
+fn carried(previous: &[Condition], type_: &'static str) -> Option<Desired> {
+    cond::find(previous, type_).map(|c| {
+        let status = match c.status.as_str() {
+            "True" => Status::True,
+            "False" => Status::False,
+            _ => Status::Unknown,
+        };
+        Desired::new(type_, status, c.reason.clone(), c.message.clone())
+    })
 }
 
 /// Carries the previous check's per-record results over to freshly built records
@@ -227,17 +239,8 @@ pub fn compute(i: Inputs<'_>) -> SendingDomainStatus {
         }
         None => {
             st.dns_records = carry_results(i.records.clone(), &prev.dns_records);
-            verified_cond = match cond::find(&prev.conditions, cond::VERIFIED) {
-                Some(c) if prev.last_checked_time.is_some() => Desired::new(
-                    cond::VERIFIED,
-                    match c.status.as_str() {
-                        "True" => Status::True,
-                        "False" => Status::False,
-                        _ => Status::Unknown,
-                    },
-                    c.reason.clone(),
-                    c.message.clone(),
-                ),
+            verified_cond = match carried(&prev.conditions, cond::VERIFIED) {
+                Some(c) if prev.last_checked_time.is_some() => c,
                 _ => Desired::new(
                     cond::VERIFIED,
                     Status::Unknown,
@@ -246,28 +249,15 @@ pub fn compute(i: Inputs<'_>) -> SendingDomainStatus {
                 ),
             };
             if i.tracking_enabled {
-                tracking_cond = Some(
-                    match cond::find(&prev.conditions, cond::TRACKING_VERIFIED) {
-                        Some(c) if prev.last_checked_time.is_some() && tracking.is_some() => {
-                            Desired::new(
-                                cond::TRACKING_VERIFIED,
-                                match c.status.as_str() {
-                                    "True" => Status::True,
-                                    "False" => Status::False,
-                                    _ => Status::Unknown,
-                                },
-                                c.reason.clone(),
-                                c.message.clone(),
-                            )
-                        }
-                        _ => Desired::new(
-                            cond::TRACKING_VERIFIED,
-                            Status::Unknown,
-                            "NotChecked",
-                            "the tracking CNAME has not been checked yet",
-                        ),
-                    },
-                );
+                tracking_cond = Some(match carried(&prev.conditions, cond::TRACKING_VERIFIED) {
+                    Some(c) if prev.last_checked_time.is_some() && tracking.is_some() => c,
+                    _ => Desired::new(
+                        cond::TRACKING_VERIFIED,
+                        Status::Unknown,
+                        "NotChecked",
+                        "the tracking CNAME has not been checked yet",
+                    ),
+                });
             }
         }
     }
