@@ -269,18 +269,7 @@ pub fn message(record: &DnsRecord, problem: &Problem) -> String {
                 Some(h) => format!("no MX record for {h}"),
                 None => "no MX record".to_string(),
             };
-            let found = if found.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (found {})",
-                    found
-                        .iter()
-                        .map(|f| format!("MX {f}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
+            let found = found_suffix(found.iter().map(|f| format!("MX {f}")));
             format!(
                 "The verification CNAME {fqdn} points to {value}{via}, but {want} \
                  resolves through it{found}. {PROPAGATION_SHORT}",
@@ -296,18 +285,7 @@ pub fn message(record: &DnsRecord, problem: &Problem) -> String {
                 Some(i) => format!("no SPF record (v=spf1 … include:{i})"),
                 None => "no SPF record (v=spf1 …)".to_string(),
             };
-            let found = if found.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (found {})",
-                    found
-                        .iter()
-                        .map(|t| format!("TXT \"{}\"", shorten(t, 60)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
+            let found = found_suffix(found.iter().map(|t| format!("TXT \"{}\"", shorten(t, 60))));
             format!(
                 "The verification CNAME {fqdn} points to {value}{via}, but {want} \
                  resolves through it{found}. {PROPAGATION_SHORT}",
@@ -427,6 +405,16 @@ pub fn abbreviate(key: &str) -> String {
         let head: String = key.chars().take(8).collect();
         let tail: String = key.chars().skip(n - 8).collect();
         format!("{head}…{tail}")
+    }
+}
+
+/// ` (found a, b)`, or nothing when nothing was found.
+fn found_suffix(found: impl Iterator<Item = String>) -> String {
+    let found: Vec<String> = found.collect();
+    if found.is_empty() {
+        String::new()
+    } else {
+        format!(" (found {})", found.join(", "))
     }
 }
 
