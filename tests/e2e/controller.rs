@@ -79,7 +79,8 @@ pub fn manifest(name: &str, run: &str, spec: &str) -> String {
     )
 }
 
-fn condition(sd: &SendingDomain, type_: &str) -> Option<(String, String, String)> {
+/// `(status, reason, message)` of the condition `type_`, if set.
+pub fn condition(sd: &SendingDomain, type_: &str) -> Option<(String, String, String)> {
     sd.status
         .as_ref()?
         .conditions

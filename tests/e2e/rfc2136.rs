@@ -6,7 +6,7 @@
 //!
 //! Each test has its own BIND, namespace and operator (scoped with `--selector`).
 
-use crate::controller::{ZONE, manifest, operator_with, wait_published};
+use crate::controller::{ZONE, condition, manifest, operator_with, wait_published};
 use crate::support::bind_rfc2136::{BindPrimary, KEY_NAME};
 use crate::support::{Operator, TestNs, eventually};
 use anyhow::{anyhow, ensure};
@@ -51,15 +51,6 @@ fn operator(
         ],
         &[],
     )
-}
-
-fn condition(sd: &SendingDomain, type_: &str) -> Option<(String, String, String)> {
-    sd.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
 fn token(sd: &SendingDomain) -> String {
