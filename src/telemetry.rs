@@ -39,6 +39,12 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// cache (the operator's watch of its Secrets) or api (a live read).
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// verified, failing, transient.
     pub outcome: &'static str,
@@ -52,6 +58,7 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     pub status_writes: Counter,
     pub secret_writes: Counter,
+    pub secret_reads: Family<SourceLabels, Counter>,
     pub keys_generated: Counter,
     pub key_generation_seconds: Histogram,
     pub checks: Family<OutcomeLabels, Counter>,
@@ -69,6 +76,7 @@ impl Default for Metrics {
             reconcile_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             status_writes: Counter::default(),
             secret_writes: Counter::default(),
+            secret_reads: Family::default(),
             keys_generated: Counter::default(),
             key_generation_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
             checks: Family::default(),
@@ -101,6 +109,11 @@ impl Default for Metrics {
             "secret_writes",
             "DKIM Secret writes",
             m.secret_writes.clone(),
+        );
+        registry.register(
+            "secret_reads",
+            "DKIM Secret reads by reconcile, from the watch cache or the API",
+            m.secret_reads.clone(),
         );
         registry.register(
             "dkim_keys_generated",

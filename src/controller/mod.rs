@@ -17,8 +17,8 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
 use reconcile::CheckRequest;
 use status::{CheckResult, Published};
@@ -126,6 +126,7 @@ pub struct Context {
     /// Bounds concurrent checks, so many domains never stampede the resolver.
     pub checks: Semaphore,
     store: OnceLock<Store<SendingDomain>>,
+    secrets: OnceLock<Store<Secret>>,
 }
 
 impl Context {
@@ -153,12 +154,22 @@ impl Context {
             keygen: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             checks: Semaphore::new(verify_concurrency.max(1)),
             store: OnceLock::new(),
+            secrets: OnceLock::new(),
         }
     }
 
     /// Every SendingDomain the controller sees (for conflicts).
     pub fn domains(&self) -> Vec<Arc<SendingDomain>> {
         self.store.get().map(|s| s.state()).unwrap_or_default()
+    }
+
+    /// A DKIM Secret as the operator's watch last saw it, if it carries the
+    /// managed-by label (others are never watched). It may lag the API: reconcile
+    /// only trusts it when it agrees with status and asks for no write.
+    pub fn cached_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.secrets
+            .get()?
+            .get(&ObjectRef::new(name).within(namespace))
     }
 
     /// Generates a key on the blocking pool so reconciles and DNS never stall.
@@ -244,11 +255,20 @@ pub async fn run_controller(ctx: Arc<Context>) {
     }
     let store_slot: Arc<OnceLock<Store<SendingDomain>>> = Arc::new(OnceLock::new());
     let slot = store_slot.clone();
+    // The operator's own Secrets, watched whole (not just metadata) so that a
+    // reconcile in steady state reads its keys from memory instead of the API.
+    let (secret_store, secret_writer) = reflector::store();
+    let secret_events = watcher::watcher(
+        secrets,
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
+    )
+    .default_backoff()
+    .modify(|s: &mut Secret| s.managed_fields_mut().clear())
+    .reflect(secret_writer)
+    .touched_objects();
+    let _ = ctx.secrets.set(secret_store);
     let controller = Controller::new(domains.clone(), wc.clone())
-        .owns(
-            secrets,
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
-        )
+        .owns_stream(secret_events)
         // When a claim on a domain changes (e.g. the older claim is deleted), the
         // other claims on the same domain are reconciled too.
         .watches(domains, wc, move |changed| {

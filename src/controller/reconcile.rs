@@ -3,12 +3,14 @@
 use super::dkim::{self, KeyMaterial, PlanInput, StoredKeys};
 use super::status::{self, CheckResult, Inputs, Published};
 use super::{Context, Error};
+use crate::telemetry::SourceLabels;
 use crate::api::{
     DnsRecord, DomainState, MANAGED_BY_LABEL, MANAGER, ROTATE_ANNOTATION, SendingDomain,
     SendingDomainStatus, VERIFY_ANNOTATION,
 };
 use crate::naming::{self, SendingName};
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -98,41 +100,72 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     // Keys: read what is stored, plan, generate what is missing, store, then status.
     let secret_name = dkim::secret_name(&name);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let secret = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(|source| Error::ReadDkimSecret {
-            secret: format!("{ns}/{secret_name}"),
-            source,
-        })?;
-    if let Some(s) = &secret
-        && let Err(why) = adoptable(s, &sd)
-    {
-        let msg = format!(
-            "Secret {secret_name} exists and {why}; the operator does not overwrite it. Delete it, or label it {MANAGED_BY_LABEL}={MANAGER} to import its keys (anypost1.key, anypost2.key as PKCS#8 PEM)."
-        );
-        return block(&sd, &ctx, &previous, now, "SecretConflict", &msg).await;
-    }
-    let stored = StoredKeys::from_secret(secret.as_ref());
-    for (sel, why) in &stored.invalid {
-        tracing::warn!(namespace = %ns, name = %name, selector = sel, error = %why, "stored DKIM key is unreadable; it will be replaced");
-    }
     let rotation_interval = sd
         .spec
         .dkim
         .as_ref()
         .and_then(|d| d.rotation_interval.as_deref())
         .and_then(|s| crate::duration::parse(s).ok());
-    let plan = dkim::plan(&PlanInput {
-        now,
-        previous: previous.dkim.as_ref(),
-        stored: &stored,
-        rotation_interval,
-        rotate_request: sd.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
-        verified: status::selectors_verified(&previous.dns_records),
-        retire_after: ctx.config.dkim_retire_after,
-        min_standby_age: ctx.config.dkim_min_standby_age,
-    });
+    let plan_for = |stored: &StoredKeys| {
+        dkim::plan(&PlanInput {
+            now,
+            previous: previous.dkim.as_ref(),
+            stored,
+            rotation_interval,
+            rotate_request: sd.annotations().get(ROTATE_ANNOTATION).map(String::as_str),
+            verified: status::selectors_verified(&previous.dns_records),
+            retire_after: ctx.config.dkim_retire_after,
+            min_standby_age: ctx.config.dkim_min_standby_age,
+        })
+    };
+    // In steady state the watch cache answers. It may lag the API, so it is used
+    // only when it agrees with status and the plan writes nothing; anything that
+    // would write (a new key, a rotation, a repair) re-reads the Secret live first.
+    let cached = ctx
+        .cached_secret(&ns, &secret_name)
+        .filter(|s| adoptable(s, &sd).is_ok())
+        .and_then(|s| {
+            let stored = StoredKeys::from_secret(Some(&s));
+            let plan = plan_for(&stored);
+            steady(&s, &stored, &plan, previous.dkim.as_ref(), &sd).then_some((s, stored, plan))
+        });
+    let (secret, stored, plan) = match cached {
+        Some((s, stored, plan)) => {
+            ctx.metrics
+                .secret_reads
+                .get_or_create(&SourceLabels { source: "cache" })
+                .inc();
+            (Some((*s).clone()), stored, plan)
+        }
+        None => {
+            ctx.metrics
+                .secret_reads
+                .get_or_create(&SourceLabels { source: "api" })
+                .inc();
+            let secret =
+                secrets
+                    .get_opt(&secret_name)
+                    .await
+                    .map_err(|source| Error::ReadDkimSecret {
+                        secret: format!("{ns}/{secret_name}"),
+                        source,
+                    })?;
+            if let Some(s) = &secret
+                && let Err(why) = adoptable(s, &sd)
+            {
+                let msg = format!(
+                    "Secret {secret_name} exists and {why}; the operator does not overwrite it. Delete it, or label it {MANAGED_BY_LABEL}={MANAGER} to import its keys (anypost1.key, anypost2.key as PKCS#8 PEM)."
+                );
+                return block(&sd, &ctx, &previous, now, "SecretConflict", &msg).await;
+            }
+            let stored = StoredKeys::from_secret(secret.as_ref());
+            for (sel, why) in &stored.invalid {
+                tracing::warn!(namespace = %ns, name = %name, selector = sel, error = %why, "stored DKIM key is unreadable; it will be replaced");
+            }
+            let plan = plan_for(&stored);
+            (secret, stored, plan)
+        }
+    };
     let mut keys: [Option<KeyMaterial>; 2] = stored.keys.clone();
     for &i in &plan.generate {
         keys[i] = Some(ctx.generate_key(sd.key_bits()).await?);
@@ -141,12 +174,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     let data = dkim::secret_data(&keys, plan.active);
     // Other keys someone added to the Secret are theirs: only ours are compared
     // (server-side apply leaves the rest alone).
-    let secret_current = secret.as_ref().is_some_and(|s| {
-        let stored = s.data.clone().unwrap_or_default();
-        data.iter().all(|(k, v)| stored.get(k) == Some(v))
-            && s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
-            && owned_by(s, &sd)
-    });
+    let secret_current = secret.as_ref().is_some_and(|s| secret_holds(s, &data, &sd));
     if !secret_current {
         apply_secret(&secrets, &sd, &secret_name, data).await?;
         ctx.metrics.secret_writes.inc();
@@ -277,6 +305,48 @@ pub fn shown_published(
     } else {
         full.clone()
     }
+}
+
+/// Whether the Secret already holds `data` (only our keys are compared: others
+/// someone added are theirs, and server-side apply leaves them alone) with our
+/// label and ownerReference.
+fn secret_holds(s: &Secret, data: &BTreeMap<String, ByteString>, sd: &SendingDomain) -> bool {
+    let stored = s.data.as_ref();
+    data.iter()
+        .all(|(k, v)| stored.and_then(|d| d.get(k)) == Some(v))
+        && s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
+        && owned_by(s, sd)
+}
+
+/// Whether a Secret read from the watch cache can stand in for a live read: its
+/// keys are the ones status publishes, with the same active selector, and the
+/// plan made from it generates nothing and writes nothing. A cache that lags the
+/// API then at worst repeats the last status; it never drives a write.
+pub fn steady(
+    s: &Secret,
+    stored: &StoredKeys,
+    plan: &dkim::Plan,
+    status: Option<&crate::api::DkimStatus>,
+    sd: &SendingDomain,
+) -> bool {
+    let Some(status) = status else {
+        return false;
+    };
+    let [Some(k1), Some(k2)] = &stored.keys else {
+        return false;
+    };
+    let keys = [k1.clone(), k2.clone()];
+    stored.invalid.is_empty()
+        && plan.generate.is_empty()
+        && stored.active == Some(plan.active)
+        && status.active_selector == crate::naming::SELECTORS[plan.active]
+        && crate::naming::SELECTORS.iter().zip(&keys).all(|(sel, k)| {
+            status
+                .selectors
+                .iter()
+                .any(|x| x.name == *sel && x.public_key == k.public_key)
+        })
+        && secret_holds(s, &dkim::secret_data(&keys, plan.active), sd)
 }
 
 /// Fault injection for crash-safety tests: with `ANYPOST_CRASH_AFTER=<point>` the
@@ -655,5 +725,120 @@ mod tests {
             }),
             Published::Yes
         );
+    }
+
+    mod cache {
+        use super::super::*;
+        use crate::api::SendingDomainSpec;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        use std::sync::OnceLock;
+
+        fn keys() -> &'static [KeyMaterial; 2] {
+            static K: OnceLock<[KeyMaterial; 2]> = OnceLock::new();
+            K.get_or_init(|| {
+                [
+                    dkim::generate(1024).unwrap(),
+                    dkim::generate(1024).unwrap(),
+                ]
+            })
+        }
+
+        fn domain() -> SendingDomain {
+            let mut sd = SendingDomain::new(
+                "example-com",
+                SendingDomainSpec {
+                    domain: "example.com".into(),
+                    dkim: None,
+                    tracking: None,
+                },
+            );
+            sd.metadata.namespace = Some("team-a".into());
+            sd.metadata.uid = Some("uid-1".into());
+            sd
+        }
+
+        fn secret(sd: &SendingDomain, keys: &[KeyMaterial; 2], active: usize) -> Secret {
+            Secret {
+                metadata: ObjectMeta {
+                    name: Some("example-com-dkim".into()),
+                    labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.into(), MANAGER.into())])),
+                    owner_references: Some(vec![sd.controller_owner_ref(&()).unwrap()]),
+                    ..Default::default()
+                },
+                data: Some(dkim::secret_data(keys, active)),
+                ..Default::default()
+            }
+        }
+
+        fn plan(status: Option<&crate::api::DkimStatus>, stored: &StoredKeys) -> dkim::Plan {
+            dkim::plan(&PlanInput {
+                now: Timestamp::now(),
+                previous: status,
+                stored,
+                rotation_interval: None,
+                rotate_request: None,
+                verified: [true, true],
+                retire_after: Duration::from_secs(3600),
+                min_standby_age: Duration::from_secs(3600),
+            })
+        }
+
+        /// Whether `s` may stand in for a live read, given `status`.
+        fn usable(s: &Secret, status: Option<&crate::api::DkimStatus>) -> bool {
+            let stored = StoredKeys::from_secret(Some(s));
+            steady(s, &stored, &plan(status, &stored), status, &domain())
+        }
+
+        /// The status the operator writes once the Secret holds `keys`.
+        fn status_for(keys: &[KeyMaterial; 2]) -> crate::api::DkimStatus {
+            let s = secret(&domain(), keys, 0);
+            let stored = StoredKeys::from_secret(Some(&s));
+            plan(None, &stored).status("example-com-dkim", keys)
+        }
+
+        #[test]
+        fn a_cached_secret_that_agrees_with_status_is_used() {
+            let s = secret(&domain(), keys(), 0);
+            assert!(usable(&s, Some(&status_for(keys()))));
+        }
+
+        #[test]
+        fn a_new_domain_always_reads_live() {
+            assert!(!usable(&secret(&domain(), keys(), 0), None));
+        }
+
+        #[test]
+        fn a_cache_behind_or_ahead_of_status_is_not_used() {
+            // Status publishes a key the cached Secret does not hold yet.
+            let newer = [keys()[0].clone(), dkim::generate(1024).unwrap()];
+            let s = secret(&domain(), keys(), 0);
+            assert!(!usable(&s, Some(&status_for(&newer))));
+            // The cached Secret names another active selector than status.
+            let s = secret(&domain(), keys(), 1);
+            assert!(!usable(&s, Some(&status_for(keys()))));
+        }
+
+        #[test]
+        fn a_secret_that_needs_a_write_is_not_used() {
+            let status = status_for(keys());
+            // A key is missing: the plan generates one.
+            let mut s = secret(&domain(), keys(), 0);
+            s.data.as_mut().unwrap().remove("anypost2.key");
+            assert!(!usable(&s, Some(&status)));
+            // A key is unreadable.
+            let mut s = secret(&domain(), keys(), 0);
+            s.data
+                .as_mut()
+                .unwrap()
+                .insert("anypost1.key".into(), ByteString(b"garbage".to_vec()));
+            assert!(!usable(&s, Some(&status)));
+            // Our ownerReference is gone: the write restores it.
+            let mut s = secret(&domain(), keys(), 0);
+            s.metadata.owner_references = Some(vec![OwnerReference {
+                uid: "someone-else".into(),
+                ..Default::default()
+            }]);
+            assert!(!usable(&s, Some(&status)));
+        }
     }
 }

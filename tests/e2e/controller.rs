@@ -6,7 +6,8 @@
 //! other's objects. The verification resolver points at a closed port: checks are
 //! inconclusive (`Verified=Unknown`), which is all these tests need.
 
-use crate::support::{Operator, TestNs, eventually, random_suffix};
+use crate::support::dns_topology::free_port;
+use crate::support::{Operator, TestNs, eventually, metric, random_suffix};
 use anyhow::{Context as _, anyhow, ensure};
 use anypost_operator::api::{DomainState, Purpose, SelectorState, SendingDomain};
 use anypost_operator::controller::dkim;
@@ -16,6 +17,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 pub const ZONE: &str = "dns.anypost.test";
@@ -67,6 +69,20 @@ pub fn operator_with(
     Operator::start_with_env(name, &args, env)
 }
 
+/// Starts a test operator with the default flags and its `/metrics` on a known
+/// address, returned beside it.
+pub fn operator_with_metrics(name: &str, home: &str, run: &str) -> (Operator, SocketAddr) {
+    let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut args = operator_args(home, run);
+    let at = args
+        .iter()
+        .position(|a| a == "--http-listen")
+        .expect("the default flags set --http-listen");
+    args[at + 1] = http.to_string();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (Operator::start(name, &args), http)
+}
+
 /// Starts a test operator with the default flags.
 pub fn operator(name: &str, home: &str, run: &str, env: &[(&str, &str)]) -> Operator {
     operator_with(name, home, run, &[], env)
@@ -113,7 +129,7 @@ fn secret_keys(s: &Secret) -> BTreeMap<String, ByteString> {
 async fn a_domain_gets_keys_records_and_status() {
     let ns = TestNs::new("lifecycle").await;
     let run = ns.name.clone();
-    let _op = operator("lifecycle", &ns.name, &run, &[]);
+    let (_op, http) = operator_with_metrics("lifecycle", &ns.name, &run);
     ns.apply_ok(&manifest(
         "example-com",
         &run,
@@ -215,8 +231,18 @@ async fn a_domain_gets_keys_records_and_status() {
         [SelectorState::Active, SelectorState::Standby]
     );
 
-    // A later reconcile (asked for with the verify annotation) leaves the Secret alone.
+    // A later reconcile (asked for with the verify annotation) leaves the Secret
+    // alone, and reads it from the operator's watch cache, not the API.
     let rv = secret.resource_version();
+    let reads = |source: &str| {
+        metric(
+            http,
+            &format!("anypost_secret_reads_total{{source=\"{source}\"}}"),
+        )
+        .unwrap()
+    };
+    let (api_reads, cache_reads) = (reads("api"), reads("cache"));
+    assert!(api_reads >= 1.0, "the first reconcile reads the API");
     ns.kubectl(&["annotate", "sd", "example-com", "anypost.com/verify=1"]);
     eventually(WAIT, || async {
         let sd = api.get("example-com").await?;
@@ -225,9 +251,11 @@ async fn a_domain_gets_keys_records_and_status() {
             seen.as_deref() == Some("1"),
             "observedVerifyRequest={seen:?}"
         );
+        ensure!(reads("cache") > cache_reads, "no read from the cache yet");
         Ok::<_, anyhow::Error>(())
     })
     .await;
+    assert_eq!(reads("api"), api_reads, "steady state reads no Secret live");
     assert_eq!(
         secrets
             .get("example-com-dkim")

@@ -8,12 +8,11 @@
 
 use crate::controller::{manifest, wait_published};
 use crate::support::dns_topology::free_port;
-use crate::support::{Operator, TestNs, eventually};
+use crate::support::{Operator, TestNs, eventually, http_get, metric};
 use anyhow::{Context as _, ensure};
 use anypost_operator::api::SendingDomain;
 use kube::api::Api;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -87,13 +86,7 @@ impl Replica {
 
     /// A metric's value from `/metrics`, 0 when absent.
     fn metric(&self, name: &str) -> f64 {
-        let (code, body) = http_get(self.http, "/metrics")
-            .unwrap_or_else(|| panic!("{}: /metrics does not answer", self.identity));
-        assert_eq!(code, 200, "{body}");
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .map(|v| v.trim().parse().expect("a number"))
-            .unwrap_or(0.0)
+        metric(self.http, name).unwrap_or_else(|e| panic!("{}: {e}", self.identity))
     }
 
     /// Whether this replica's zone serves the domain's MX and both DKIM keys.
@@ -122,22 +115,6 @@ impl Replica {
         }
         Ok(())
     }
-}
-
-/// `GET path` over HTTP/1.1: (status code, body).
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let code = raw.split_whitespace().nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
 }
 
 /// `dig +short` against one server; TXT strings are joined.

@@ -75,3 +75,34 @@ where
         pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
+
+/// `GET path` over HTTP/1.1: (status code, body), or `None` when nothing answers.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let code = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// One sample's value from the operator's `/metrics` on `addr`: `name` is the
+/// sample as exposed, labels included (`anypost_x_total{k="v"}`); 0 when absent.
+pub fn metric(addr: std::net::SocketAddr, name: &str) -> Result<f64, String> {
+    let (code, body) = http_get(addr, "/metrics").ok_or("/metrics does not answer")?;
+    if code != 200 {
+        return Err(format!("/metrics answered {code}: {body}"));
+    }
+    Ok(body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a metric value is a number"))
+        .unwrap_or(0.0))
+}
