@@ -180,21 +180,22 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         ctx.metrics.secret_writes.inc();
         crash_point("dkim-secret");
     }
-    for note in &plan.notes {
-        ctx.event(&sd, note.warning, note.reason, &note.message)
-            .await;
-    }
+    // Events about the keys are told once status carries them: a failed status
+    // write is retried, and the retry must not tell them twice.
+    let mut key_events: Vec<(bool, &str, String)> = plan
+        .notes
+        .iter()
+        .map(|n| (n.warning, n.reason, n.message.clone()))
+        .collect();
     if !plan.generate.is_empty() && secret.is_none() {
-        ctx.event(
-            &sd,
+        key_events.push((
             false,
             "KeysGenerated",
-            &format!(
+            format!(
                 "generated {}-bit DKIM keys for anypost1 and anypost2 in Secret {secret_name}",
                 sd.key_bits()
             ),
-        )
-        .await;
+        ));
     }
     let dkim_status = plan.status(&secret_name, &keys);
 
@@ -247,6 +248,9 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         tracking_enabled: sd.spec.tracking.is_some(),
     });
     write_status(&sd, &ctx, &previous, &new_status).await?;
+    for (warning, reason, message) in &key_events {
+        ctx.event(&sd, *warning, reason, message).await;
+    }
 
     // When to look again.
     let mut next = if first_publication {
