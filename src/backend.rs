@@ -114,6 +114,8 @@ pub async fn start(
                 "syncing the zone to the server with RFC2136 UPDATE"
             );
             // Only the leader writes: the sync follows the controller's election.
+            let sync_metrics = Arc::new(rfc2136::SyncMetrics::default());
+            metrics.register(|r| sync_metrics.register(r));
             let sync = Rfc2136Sync {
                 client,
                 zone: cfg,
@@ -121,6 +123,7 @@ pub async fn start(
                 selector: args.selector.clone(),
                 publisher: publisher.clone(),
                 leader,
+                metrics: sync_metrics,
             };
             let task = tokio::spawn(async move {
                 rfc2136::run(sync, move || readiness.zone.store(true, Ordering::Relaxed)).await;

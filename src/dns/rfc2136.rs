@@ -32,10 +32,15 @@ use hickory_proto::rr::{self as hrr, DNSClass, Name, Record, TSigVerifier, TSign
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -792,6 +797,108 @@ pub async fn sync_once(server: &Server, desired: &Zone) -> Result<SyncReport, Er
 }
 
 // ---------------------------------------------------------------------------
+// Metrics
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct SyncLabels {
+    /// ok, or the error's category (Rfc2136Axfr, Rfc2136Update, Rfc2136Config).
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ChangeLabels {
+    /// create, replace or delete (of one RRset).
+    op: &'static str,
+}
+
+/// Metrics of the sync loop; register them with [`SyncMetrics::register`].
+pub struct SyncMetrics {
+    syncs: Family<SyncLabels, Counter>,
+    changes: Family<ChangeLabels, Counter>,
+    duration: Histogram,
+    last_success: Gauge<f64, AtomicU64>,
+    failing: Gauge,
+}
+
+impl Default for SyncMetrics {
+    fn default() -> Self {
+        SyncMetrics {
+            syncs: Family::default(),
+            changes: Family::default(),
+            duration: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+            last_success: Gauge::default(),
+            failing: Gauge::default(),
+        }
+    }
+}
+
+impl SyncMetrics {
+    /// Adds the metrics to `registry` (names prefixed `rfc2136_`).
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "rfc2136_syncs",
+            "Syncs of the zone to the server (by the leader), by outcome",
+            self.syncs.clone(),
+        );
+        registry.register(
+            "rfc2136_changes",
+            "RRset changes the server accepted, by operation",
+            self.changes.clone(),
+        );
+        registry.register(
+            "rfc2136_sync_duration_seconds",
+            "Time per sync: zone transfer, plan and UPDATEs",
+            self.duration.clone(),
+        );
+        registry.register(
+            "rfc2136_last_success_timestamp_seconds",
+            "Unix time of the last successful sync or read of the zone",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "rfc2136_failing",
+            "1 while the last attempt to sync or read the zone failed",
+            self.failing.clone(),
+        );
+    }
+
+    fn succeeded(&self) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_success.set(now.as_secs_f64());
+        self.failing.set(0);
+    }
+
+    fn synced(&self, report: &SyncReport, took: Duration) {
+        self.succeeded();
+        self.syncs
+            .get_or_create(&SyncLabels { outcome: "ok" })
+            .inc();
+        self.duration.observe(took.as_secs_f64());
+        for (op, n) in [
+            ("create", report.created),
+            ("replace", report.replaced),
+            ("delete", report.deleted),
+        ] {
+            self.changes
+                .get_or_create(&ChangeLabels { op })
+                .inc_by(n as u64);
+        }
+    }
+
+    fn sync_failed(&self, error: &Error, took: Duration) {
+        self.failing.set(1);
+        self.syncs
+            .get_or_create(&SyncLabels {
+                outcome: error.category(),
+            })
+            .inc();
+        self.duration.observe(took.as_secs_f64());
+    }
+}
+
+// ---------------------------------------------------------------------------
 // What the controller sees
 
 #[derive(Default)]
@@ -967,6 +1074,7 @@ pub struct Rfc2136Sync {
     pub publisher: Rfc2136Publisher,
     /// Whether this replica leads; only the leader writes.
     pub leader: watch::Receiver<bool>,
+    pub metrics: Arc<SyncMetrics>,
 }
 
 /// Watches the SendingDomains (all namespaces, filtered by the selector) and, while
@@ -1038,10 +1146,12 @@ async fn keep_syncing(
             match server.read_zone(&zone).await {
                 Ok(snapshot) => {
                     debug!(%zone, server = %addr, rrsets = snapshot.zone.len(), "rfc2136 read (standby)");
+                    sync.metrics.succeeded();
                     sync.publisher.succeeded(snapshot.zone);
                 }
                 Err(error) => {
                     warn!(%zone, server = %addr, key = %key, %error, "rfc2136 read failed (standby)");
+                    sync.metrics.failing.set(1);
                     sync.publisher.failed(&error);
                 }
             }
@@ -1075,6 +1185,7 @@ async fn keep_syncing(
                         millis = started.elapsed().as_millis() as u64,
                         "rfc2136 sync done"
                     );
+                    sync.metrics.synced(&report, started.elapsed());
                     sync.publisher.succeeded(report.zone);
                     synced = Some(desired);
                     backoff = None;
@@ -1093,6 +1204,7 @@ async fn keep_syncing(
                         retry_in_secs = wait.as_secs_f64(),
                         "rfc2136 sync failed"
                     );
+                    sync.metrics.sync_failed(&error, started.elapsed());
                     sync.publisher.failed(&error);
                 }
             }

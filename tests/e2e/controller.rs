@@ -69,11 +69,17 @@ pub fn operator_with(
     Operator::start_with_env(name, &args, env)
 }
 
-/// Starts a test operator with the default flags and its `/metrics` on a known
-/// address, returned beside it.
-pub fn operator_with_metrics(name: &str, home: &str, run: &str) -> (Operator, SocketAddr) {
+/// Starts a test operator with the default flags and `extra`, its `/metrics` on a
+/// known address, returned beside it.
+pub fn operator_with_metrics(
+    name: &str,
+    home: &str,
+    run: &str,
+    extra: &[&str],
+) -> (Operator, SocketAddr) {
     let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let mut args = operator_args(home, run);
+    args.extend(extra.iter().map(|s| s.to_string()));
     let at = args
         .iter()
         .position(|a| a == "--http-listen")
@@ -129,7 +135,7 @@ fn secret_keys(s: &Secret) -> BTreeMap<String, ByteString> {
 async fn a_domain_gets_keys_records_and_status() {
     let ns = TestNs::new("lifecycle").await;
     let run = ns.name.clone();
-    let (_op, http) = operator_with_metrics("lifecycle", &ns.name, &run);
+    let (_op, http) = operator_with_metrics("lifecycle", &ns.name, &run, &[]);
     ns.apply_ok(&manifest(
         "example-com",
         &run,

@@ -6,14 +6,15 @@
 //!
 //! Each test has its own BIND, namespace and operator (scoped with `--selector`).
 
-use crate::controller::{ZONE, condition, manifest, operator_with, wait_published};
+use crate::controller::{ZONE, condition, manifest, operator_with_metrics, wait_published};
 use crate::support::bind_rfc2136::{BindPrimary, KEY_NAME};
-use crate::support::{Operator, TestNs, eventually};
+use crate::support::{Operator, TestNs, eventually, metric};
 use anyhow::{anyhow, ensure};
 use anypost_operator::api::SendingDomain;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::DeleteParams;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -27,11 +28,11 @@ fn operator(
     bind: &BindPrimary,
     secret_file: &std::path::Path,
     leader_election: bool,
-) -> Operator {
+) -> (Operator, SocketAddr) {
     let server = bind.addr().to_string();
     let secret = secret_file.display().to_string();
     let leader = leader_election.to_string();
-    operator_with(
+    operator_with_metrics(
         name,
         home,
         run,
@@ -49,7 +50,6 @@ fn operator(
             "--leader-election",
             &leader,
         ],
-        &[],
     )
 }
 
@@ -107,7 +107,7 @@ async fn rfc2136_publishes_updates_prunes_and_deletes() {
     let bind = BindPrimary::start(ZONE).await;
     let ns = TestNs::new("rfc2136").await;
     let run = ns.name.clone();
-    let mut op = operator("rfc2136", &ns.name, &run, &bind, &bind.secret_file(), false);
+    let (mut op, _) = operator("rfc2136", &ns.name, &run, &bind, &bind.secret_file(), false);
     let before = apex(&bind);
     assert_eq!(before.0, [format!("ns1.{ZONE}.")]);
 
@@ -241,7 +241,7 @@ async fn rfc2136_bind_down_is_reported_and_caught_up() {
     let ns = TestNs::new("rfc2136-down").await;
     let run = ns.name.clone();
     // With leader election on: the sync follows the controller's lease.
-    let mut op = operator(
+    let (mut op, http) = operator(
         "rfc2136-down",
         &ns.name,
         &run,
@@ -274,6 +274,14 @@ async fn rfc2136_bind_down_is_reported_and_caught_up() {
     );
     assert!(message.contains("connect"), "{message}");
     op.wait_for_log("rfc2136 sync failed", WAIT).await;
+    // The metrics say so too, for alerts.
+    let m = |name: &str| metric(http, name).unwrap();
+    assert_eq!(m("anypost_rfc2136_failing"), 1.0);
+    assert!(m("anypost_rfc2136_syncs_total{outcome=\"Rfc2136Axfr\"}") >= 1.0);
+    let created_before = m("anypost_rfc2136_changes_total{op=\"create\"}");
+    assert!(created_before >= 1.0, "the first domain was created");
+    let last_success = m("anypost_rfc2136_last_success_timestamp_seconds");
+    assert!(last_success > 0.0);
 
     // A domain created while BIND is away is published once it is back.
     ns.apply_ok(&manifest(
@@ -289,6 +297,13 @@ async fn rfc2136_bind_down_is_reported_and_caught_up() {
     wait_served(&bind, &two).await;
     wait_served(&bind, &one).await;
     assert!(op.is_running());
+    eventually(WAIT, || async {
+        ensure!(m("anypost_rfc2136_failing") == 0.0, "still failing");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    assert!(m("anypost_rfc2136_changes_total{op=\"create\"}") > created_before);
+    assert!(m("anypost_rfc2136_last_success_timestamp_seconds") > last_success);
 }
 
 #[tokio::test]
@@ -296,7 +311,7 @@ async fn rfc2136_wrong_tsig_secret_is_a_clear_error() {
     let bind = BindPrimary::start(ZONE).await;
     let ns = TestNs::new("rfc2136-badkey").await;
     let run = ns.name.clone();
-    let mut op = operator(
+    let (mut op, _) = operator(
         "rfc2136-badkey",
         &ns.name,
         &run,
@@ -488,11 +503,11 @@ async fn rfc2136_only_the_leader_writes_and_a_successor_takes_over() {
     let ns = TestNs::new("rfc2136-leader").await;
     let run = ns.name.clone();
     let secret = bind.secret_file();
-    let mut first = operator("rfc2136-leader-a", &ns.name, &run, &bind, &secret, true);
+    let (mut first, _) = operator("rfc2136-leader-a", &ns.name, &run, &bind, &secret, true);
     first
         .wait_for_log("became the leader", Duration::from_secs(30))
         .await;
-    let second = operator("rfc2136-leader-b", &ns.name, &run, &bind, &secret, true);
+    let (second, _) = operator("rfc2136-leader-b", &ns.name, &run, &bind, &secret, true);
     let api: Api<SendingDomain> = ns.api();
     for name in ["one", "two"] {
         ns.apply_ok(&manifest(
@@ -544,7 +559,7 @@ async fn rfc2136_deletion_waits_until_the_records_are_removed() {
     let mut bind = BindPrimary::start(ZONE).await;
     let ns = TestNs::new("rfc2136-finalizer").await;
     let run = ns.name.clone();
-    let _op = operator(
+    let (_op, _) = operator(
         "rfc2136-finalizer",
         &ns.name,
         &run,
