@@ -3,12 +3,12 @@
 use super::dkim::{self, KeyMaterial, PlanInput, StoredKeys};
 use super::status::{self, CheckResult, Inputs, Published};
 use super::{Context, Error};
-use crate::telemetry::SourceLabels;
 use crate::api::{
     DnsRecord, DomainState, MANAGED_BY_LABEL, MANAGER, ROTATE_ANNOTATION, SendingDomain,
     SendingDomainStatus, VERIFY_ANNOTATION,
 };
 use crate::naming::{self, SendingName};
+use crate::telemetry::SourceLabels;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -739,12 +739,7 @@ mod tests {
 
         fn keys() -> &'static [KeyMaterial; 2] {
             static K: OnceLock<[KeyMaterial; 2]> = OnceLock::new();
-            K.get_or_init(|| {
-                [
-                    dkim::generate(1024).unwrap(),
-                    dkim::generate(1024).unwrap(),
-                ]
-            })
+            K.get_or_init(|| [dkim::generate(1024).unwrap(), dkim::generate(1024).unwrap()])
         }
 
         fn domain() -> SendingDomain {
