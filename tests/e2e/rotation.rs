@@ -45,6 +45,12 @@ struct Setup {
 
 impl Setup {
     async fn start(test: &str) -> Setup {
+        Setup::start_with(test, "").await
+    }
+
+    /// Like [`Setup::start`], with `dkim_extra` (indented YAML) added under
+    /// `spec.dkim`.
+    async fn start_with(test: &str, dkim_extra: &str) -> Setup {
         let ns = TestNs::new(test).await;
         let run = ns.name.clone();
         let zone_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -90,7 +96,7 @@ impl Setup {
         ns.apply_ok(&format!(
             "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: {name}\n  \
              labels:\n    anypost.com/e2e-run: {run}\nspec:\n  domain: shop-{}.example.com\n  \
-             dkim:\n    keyBits: 1024\n",
+             dkim:\n    keyBits: 1024\n{dkim_extra}",
             random_suffix()
         ));
         Setup {
@@ -722,4 +728,85 @@ async fn a_lost_signing_key_hands_signing_to_the_published_standby() {
         secret["anypost1.key"].clone(),
     ];
     s.assert_no_private_key_leaks(&pems);
+}
+
+/// `rotationInterval` rotates by itself, counted from the last rotation (or the
+/// active key's creation). The CRD's minimum of 120h keeps a real wait out of a
+/// test, so the test moves `status.dkim.lastRotationTime` 121 hours back, as if
+/// the domain had been running that long, and watches the operator act on it.
+#[tokio::test]
+async fn a_scheduled_rotation_happens_once_the_interval_has_passed() {
+    let mut s = Setup::start_with("rotation-scheduled", "    rotationInterval: 120h\n").await;
+    let interval = jiff::SignedDuration::from_hours(120);
+    let st = s.published().await;
+    let dk = st.dkim.clone().unwrap();
+    let created = dk.selectors[0].created_at.clone().expect("createdAt").0;
+    assert_eq!(dk.last_rotation_time, None);
+    assert_eq!(
+        dk.next_rotation_time.map(|t| t.0),
+        Some(created + interval),
+        "the first rotation is due 120h after the first key was made"
+    );
+    s.publish(&st, &[]).await;
+    let st = s.verify_now().await;
+    assert_verified(&st, "before the interval passed");
+    assert_eq!(active(&st), "anypost1");
+    let before = s.secret().await;
+
+    let long_ago = jiff::Timestamp::from_second(
+        (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(121)).as_second(),
+    )
+    .unwrap();
+    let patch = serde_json::json!({"status": {"dkim": {"lastRotationTime": long_ago.to_string()}}});
+    let out = s.ns.kubectl(&[
+        "patch",
+        "sendingdomain",
+        s.name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "kubectl patch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // No annotation: the schedule alone rotates.
+    let st = eventually(WAIT, || async {
+        let st = s.status().await?;
+        ensure!(active(&st) == "anypost2", "active selector {}", active(&st));
+        Ok(st)
+    })
+    .await;
+    let dk = st.dkim.clone().unwrap();
+    let rotated_at = dk.last_rotation_time.expect("lastRotationTime").0;
+    assert!(
+        rotated_at > long_ago + interval,
+        "lastRotationTime {rotated_at} is the rotation's own time"
+    );
+    assert_eq!(
+        dk.next_rotation_time.map(|t| t.0),
+        Some(rotated_at + interval)
+    );
+    assert_eq!(dk.observed_rotate_request, None);
+    assert_eq!(selector(&st, "anypost1").0, SelectorState::Retiring);
+    let secret = s.secret().await;
+    assert_eq!(
+        secret["selector"], "anypost2",
+        "the MTA signs with anypost2"
+    );
+    assert_eq!(
+        (&secret["anypost1.key"], &secret["anypost2.key"]),
+        (&before["anypost1.key"], &before["anypost2.key"]),
+        "a rotation changes which key signs, not the keys"
+    );
+    assert!(
+        s.events().iter().any(|(_, reason, _)| reason == "Rotated"),
+        "{:?}",
+        s.events()
+    );
+    let st = s.verify_now().await;
+    assert_verified(&st, "after the scheduled rotation");
 }
