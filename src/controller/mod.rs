@@ -23,7 +23,7 @@ use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
 use reconcile::CheckRequest;
 use status::{CheckResult, Published};
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
@@ -112,6 +112,14 @@ impl Error {
     }
 }
 
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -125,8 +133,11 @@ pub struct Context {
     pub keygen: Semaphore,
     /// Bounds concurrent checks, so many domains never stampede the resolver.
     pub checks: Semaphore,
-    store: OnceLock<Store<SendingDomain>>,
-    secrets: OnceLock<Store<Secret>>,
+    /// The running controller's caches. Replaced each time this replica becomes
+    /// the leader and starts a new controller: the previous one's caches stopped
+    /// following the API when it stopped.
+    store: RwLock<Option<Store<SendingDomain>>>,
+    secrets: RwLock<Option<Store<Secret>>>,
 }
 
 impl Context {
@@ -153,22 +164,25 @@ impl Context {
             metrics,
             keygen: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             checks: Semaphore::new(verify_concurrency.max(1)),
-            store: OnceLock::new(),
-            secrets: OnceLock::new(),
+            store: RwLock::new(None),
+            secrets: RwLock::new(None),
         }
     }
 
     /// Every SendingDomain the controller sees (for conflicts).
     pub fn domains(&self) -> Vec<Arc<SendingDomain>> {
-        self.store.get().map(|s| s.state()).unwrap_or_default()
+        read(&self.store)
+            .as_ref()
+            .map(|s| s.state())
+            .unwrap_or_default()
     }
 
     /// A DKIM Secret as the operator's watch last saw it, if it carries the
     /// managed-by label (others are never watched). It may lag the API: reconcile
     /// only trusts it when it agrees with status and asks for no write.
     pub fn cached_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        self.secrets
-            .get()?
+        read(&self.secrets)
+            .as_ref()?
             .get(&ObjectRef::new(name).within(namespace))
     }
 
@@ -266,7 +280,7 @@ pub async fn run_controller(ctx: Arc<Context>) {
     .modify(|s: &mut Secret| s.managed_fields_mut().clear())
     .reflect(secret_writer)
     .touched_objects();
-    let _ = ctx.secrets.set(secret_store);
+    *write(&ctx.secrets) = Some(secret_store);
     let controller = Controller::new(domains.clone(), wc.clone())
         .owns_stream(secret_events)
         // When a claim on a domain changes (e.g. the older claim is deleted), the
@@ -289,7 +303,7 @@ pub async fn run_controller(ctx: Arc<Context>) {
         });
     let store = controller.store();
     let _ = store_slot.set(store.clone());
-    let _ = ctx.store.set(store);
+    *write(&ctx.store) = Some(store);
     controller
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -10,10 +10,12 @@ use crate::support::dns_topology::free_port;
 use crate::support::{Operator, TestNs, eventually, metric, random_suffix};
 use anyhow::{Context as _, anyhow, ensure};
 use anypost_operator::api::{DomainState, Purpose, SelectorState, SendingDomain};
-use anypost_operator::controller::dkim;
+use anypost_operator::controller::{dkim, leader};
 use anypost_operator::naming;
 use k8s_openapi::ByteString;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
@@ -393,6 +395,59 @@ async fn the_older_claim_keeps_a_domain_and_the_younger_takes_over_after_it() {
     assert!(secrets.get_opt("shared-dkim").await.unwrap().is_none());
 
     // The older claim goes; the younger one is published without anyone touching it.
+    a.delete("shared", &DeleteParams::default()).await.unwrap();
+    let sd = wait_published(&b, "shared").await;
+    assert!(sd.status.unwrap().id.is_some());
+}
+
+/// A replica that loses the Lease and wins it back starts a new controller. Its
+/// view of the other claims must follow the API again: a claim deleted after the
+/// hand-back still hands the domain over.
+#[tokio::test]
+async fn a_conflict_still_hands_over_after_the_lease_was_lost_and_regained() {
+    let first = TestNs::new("regain-a").await;
+    let second = TestNs::new("regain-b").await;
+    let run = format!("regain-{}", random_suffix());
+    let mut op = operator("regain", &first.name, &run, &[]);
+    let domain = format!("shared-{}.example.com", random_suffix());
+    let spec = format!("  domain: {domain}\n  dkim:\n    keyBits: 1024\n");
+    first.apply_ok(&manifest("shared", &run, &spec));
+    let a: Api<SendingDomain> = first.api();
+    wait_published(&a, "shared").await;
+    second.apply_ok(&manifest("shared", &run, &spec));
+    let b: Api<SendingDomain> = second.api();
+    eventually(WAIT, || async {
+        let sd = b.get("shared").await?;
+        let c = condition(&sd, "Ready").ok_or_else(|| anyhow!("no Ready yet"))?;
+        ensure!(c.1 == "DomainConflict", "Ready={c:?}");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+
+    // Another holder takes the Lease for one term, then stops renewing it.
+    let leases: Api<Lease> = first.api();
+    eventually(WAIT, || async {
+        let mut lease = leases.get(leader::LEASE_NAME).await?;
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let now = MicroTime(jiff::Timestamp::now());
+        spec.holder_identity = Some("another-replica".into());
+        spec.acquire_time = Some(now.clone());
+        spec.renew_time = Some(now);
+        leases
+            .replace(leader::LEASE_NAME, &PostParams::default(), &lease)
+            .await?;
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    op.wait_for_log("stopped the controller: no longer the leader", WAIT)
+        .await;
+    eventually(WAIT, || async {
+        let starts = op.logs().matches("starting the controller").count();
+        ensure!(starts >= 2, "the controller started {starts} time(s)");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+
     a.delete("shared", &DeleteParams::default()).await.unwrap();
     let sd = wait_published(&b, "shared").await;
     assert!(sd.status.unwrap().id.is_some());
