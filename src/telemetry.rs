@@ -45,6 +45,15 @@ pub struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyLabels {
+    /// The Ready condition's status: True, False or Unknown.
+    pub ready: String,
+    /// Its reason, e.g. Verified, GracePeriod, Pending, ApexCnameMissing,
+    /// DomainConflict; NotReconciled before the first status.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// verified, failing, transient.
     pub outcome: &'static str,
@@ -64,7 +73,7 @@ pub struct Metrics {
     pub checks: Family<OutcomeLabels, Counter>,
     pub check_seconds: Histogram,
     pub leader: Gauge,
-    pub domains: Gauge,
+    pub domains: Family<ReadyLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -82,7 +91,7 @@ impl Default for Metrics {
             checks: Family::default(),
             check_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             leader: Gauge::default(),
-            domains: Gauge::default(),
+            domains: Family::default(),
             registry: Default::default(),
         };
         registry.register(
@@ -142,7 +151,7 @@ impl Default for Metrics {
         );
         registry.register(
             "sendingdomains",
-            "SendingDomains this replica sees",
+            "SendingDomains by their Ready condition (status and reason); exported by the leader, refreshed every 10 s",
             m.domains.clone(),
         );
         Metrics {

@@ -11,7 +11,7 @@ pub mod status;
 
 use crate::api::{MANAGED_BY_LABEL, MANAGER, SendingDomain};
 use crate::cli::{LogFormat, RunArgs};
-use crate::telemetry::{self, ErrorLabels, Metrics, OutcomeLabels, Readiness};
+use crate::telemetry::{self, ErrorLabels, Metrics, OutcomeLabels, Readiness, ReadyLabels};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
@@ -303,11 +303,59 @@ pub async fn run_controller(ctx: Arc<Context>) {
         });
     let store = controller.store();
     let _ = store_slot.set(store.clone());
-    *write(&ctx.store) = Some(store);
-    controller
+    *write(&ctx.store) = Some(store.clone());
+    let metrics = ctx.metrics.clone();
+    let run = controller
         .run(reconcile::reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .for_each(|_| futures::future::ready(()));
+    tokio::select! {
+        () = run => {}
+        () = count_domains(store, metrics) => {}
+    }
+}
+
+/// How often `anypost_sendingdomains` is recounted.
+pub const COUNT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Keeps `anypost_sendingdomains` up to date from the controller's cache.
+async fn count_domains(store: Store<SendingDomain>, metrics: Arc<Metrics>) {
+    let mut shown: Vec<ReadyLabels> = Vec::new();
+    loop {
+        let counts = count_by_ready(&store.state());
+        for gone in shown.iter().filter(|l| !counts.contains_key(*l)) {
+            metrics.domains.remove(gone);
+        }
+        for (labels, n) in &counts {
+            metrics.domains.get_or_create(labels).set(*n);
+        }
+        shown = counts.into_keys().collect();
+        tokio::time::sleep(COUNT_INTERVAL).await;
+    }
+}
+
+/// SendingDomains counted by their Ready condition's status and reason.
+pub fn count_by_ready(
+    domains: &[Arc<SendingDomain>],
+) -> std::collections::HashMap<ReadyLabels, i64> {
+    let mut counts = std::collections::HashMap::new();
+    for d in domains {
+        let ready = d
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, conditions::READY));
+        let labels = match ready {
+            Some(c) => ReadyLabels {
+                ready: c.status.clone(),
+                reason: c.reason.clone(),
+            },
+            None => ReadyLabels {
+                ready: "Unknown".into(),
+                reason: "NotReconciled".into(),
+            },
+        };
+        *counts.entry(labels).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// The namespace the operator lives in.
@@ -419,6 +467,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             }
             metrics.leader.set(0);
+            // Only the leader counts SendingDomains, so a sum over replicas is right.
+            metrics.domains.clear();
         }
     };
 
@@ -443,5 +493,55 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{SendingDomainSpec, SendingDomainStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn domain(ready: Option<(&str, &str)>) -> Arc<SendingDomain> {
+        let mut sd = SendingDomain::new(
+            "d",
+            SendingDomainSpec {
+                domain: "example.com".into(),
+                dkim: None,
+                tracking: None,
+            },
+        );
+        sd.status = ready.map(|(status, reason)| SendingDomainStatus {
+            conditions: vec![Condition {
+                type_: conditions::READY.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: Time(jiff::Timestamp::now()),
+            }],
+            ..Default::default()
+        });
+        Arc::new(sd)
+    }
+
+    #[test]
+    fn domains_are_counted_by_ready_status_and_reason() {
+        let counts = count_by_ready(&[
+            domain(Some(("True", "Verified"))),
+            domain(Some(("True", "Verified"))),
+            domain(Some(("False", "DomainConflict"))),
+            domain(None),
+        ]);
+        let n = |ready: &str, reason: &str| {
+            counts.get(&ReadyLabels {
+                ready: ready.into(),
+                reason: reason.into(),
+            })
+        };
+        assert_eq!(n("True", "Verified"), Some(&2));
+        assert_eq!(n("False", "DomainConflict"), Some(&1));
+        assert_eq!(n("Unknown", "NotReconciled"), Some(&1));
+        assert_eq!(counts.len(), 3);
     }
 }

@@ -264,6 +264,17 @@ async fn a_domain_gets_keys_records_and_status() {
     })
     .await;
     assert_eq!(reads("api"), api_reads, "steady state reads no Secret live");
+    // The leader counts its SendingDomains by Ready: this one waits for its CNAMEs.
+    eventually(WAIT, || async {
+        let pending = metric(
+            http,
+            r#"anypost_sendingdomains{ready="False",reason="Pending"}"#,
+        )
+        .map_err(|e| anyhow!(e))?;
+        ensure!(pending == 1.0, "{pending} pending");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
     assert_eq!(
         secrets
             .get("example-com-dkim")
