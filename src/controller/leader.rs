@@ -119,3 +119,32 @@ pub async fn run(client: Client, namespace: String, identity: String, tx: watch:
         tokio::time::sleep(RENEW_INTERVAL).await;
     }
 }
+
+/// Gives the lease up if this replica holds it, so that another takes over at
+/// its next round instead of waiting for the lease to run out. Called on a
+/// graceful shutdown, after the controller has stopped.
+pub async fn release(client: Client, namespace: &str, identity: &str) -> Result<bool, kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let Some(mut lease) = api.get_opt(LEASE_NAME).await? else {
+        return Ok(false);
+    };
+    let spec = lease.spec.get_or_insert_with(Default::default);
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return Ok(false);
+    }
+    let now = MicroTime(Timestamp::now());
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.acquire_time = Some(now.clone());
+    spec.renew_time = Some(now);
+    // replace carries the resourceVersion: if someone else wrote it meanwhile,
+    // the lease is not ours to release any more.
+    match api
+        .replace(LEASE_NAME, &PostParams::default(), &lease)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}

@@ -416,16 +416,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // One election for every writer: the controller and the RFC2136 sync.
     let (leader_tx, mut leader_rx) = watch::channel(!args.leader_election);
-    if args.leader_election {
+    let election = args.leader_election.then(|| {
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-        tokio::spawn(leader::run(
+        let task = tokio::spawn(leader::run(
             client.clone(),
             namespace.clone(),
-            identity,
+            identity.clone(),
             leader_tx,
         ));
-    }
+        (identity, task)
+    });
+    let leading = leader_rx.clone();
 
     let (publisher, verifier, dns_task) = crate::backend::start(
         client.clone(),
@@ -477,6 +479,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         r = dns_task => r.context("the DNS zone task stopped")?.context("the DNS zone failed")?,
         r = http => r.context("the HTTP server stopped")?.context("the HTTP server failed")?,
         _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    // The controller has stopped (select dropped it): hand the lease over now
+    // rather than let the next leader wait for it to run out.
+    if let Some((identity, task)) = election {
+        task.abort();
+        if *leading.borrow() {
+            match leader::release(client, &namespace, &identity).await {
+                Ok(true) => tracing::info!(lease = leader::LEASE_NAME, "released the leader lease"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "releasing the leader lease failed; it runs out by itself")
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -324,4 +324,39 @@ async fn two_replicas_serve_the_zone_one_writes_and_the_other_takes_over() {
         !reporters.is_empty() && reporters.iter().all(|r| r == b.identity),
         "events reported by {reporters:?}"
     );
+
+    // A rolling update stops the leader with SIGTERM: it gives the Lease up on
+    // the way out, so the next replica need not wait for it to run out.
+    let mut c = Replica::start("replica-c", &ns.name, &run);
+    c.ready().await;
+    let stopped = Instant::now();
+    assert!(
+        b.op.terminate(Duration::from_secs(20)),
+        "{} did not exit on SIGTERM:\n{}",
+        b.identity,
+        b.op.logs()
+    );
+    assert!(
+        b.op.logs().contains("released the leader lease"),
+        "{}",
+        b.op.logs()
+    );
+    let holder = lease_holder(&ns).unwrap();
+    assert!(
+        holder.is_empty() || holder == c.identity,
+        "the Lease is still held by {holder:?} after its holder exited"
+    );
+    eventually(WAIT, || async {
+        let holder = lease_holder(&ns)?;
+        ensure!(holder == c.identity, "the Lease is held by {holder:?}");
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    eprintln!(
+        "{} took the Lease {:?} after {} was sent SIGTERM",
+        c.identity,
+        stopped.elapsed(),
+        b.identity
+    );
+    c.op.wait_for_log("starting the controller", WAIT).await;
 }

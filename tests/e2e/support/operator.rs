@@ -90,6 +90,37 @@ impl Operator {
         }
     }
 
+    /// Stops the process the way Kubernetes stops a pod: SIGTERM, then waits for
+    /// it to exit (SIGKILL after `grace`). Returns whether it exited by itself.
+    pub fn terminate(&mut self, grace: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + grace;
+        let mut exited = false;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                exited = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !exited {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        if let Ok(mut log) = OpenOptions::new().append(true).open(&self.log_path) {
+            let _ = writeln!(
+                log,
+                "===== stopped (SIGTERM) by the test; exited by itself: {exited}"
+            );
+        }
+        exited
+    }
+
     /// Kills the process if it runs and starts it again with the same arguments;
     /// the log continues in the same file.
     pub fn restart(&mut self) {
