@@ -78,11 +78,13 @@ async fn try_acquire(
         return Ok(false);
     };
     lease.spec = Some(new_spec);
-    // replace carries the resourceVersion: a concurrent writer makes this a 409.
-    match api
-        .replace(LEASE_NAME, &PostParams::default(), &lease)
-        .await
-    {
+    write_read_lease(api, &lease).await
+}
+
+/// Writes back a Lease as read. The write carries the resourceVersion read, so
+/// if anyone wrote the Lease in between it is refused (409): `Ok(false)`.
+async fn write_read_lease(api: &Api<Lease>, lease: &Lease) -> Result<bool, kube::Error> {
+    match api.replace(LEASE_NAME, &PostParams::default(), lease).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
         Err(e) => Err(e),
@@ -137,14 +139,6 @@ pub async fn release(client: Client, namespace: &str, identity: &str) -> Result<
     spec.lease_duration_seconds = Some(1);
     spec.acquire_time = Some(now.clone());
     spec.renew_time = Some(now);
-    // replace carries the resourceVersion: if someone else wrote it meanwhile,
-    // the lease is not ours to release any more.
-    match api
-        .replace(LEASE_NAME, &PostParams::default(), &lease)
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-        Err(e) => Err(e),
-    }
+    // Refused if someone else wrote it meanwhile: then it is not ours to release.
+    write_read_lease(&api, &lease).await
 }

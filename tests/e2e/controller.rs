@@ -369,26 +369,43 @@ async fn a_bare_public_suffix_is_reported_and_nothing_is_made() {
     assert!(secrets.get_opt("co-uk-dkim").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn the_older_claim_keeps_a_domain_and_the_younger_takes_over_after_it() {
-    let first = TestNs::new("conflict-a").await;
-    let second = TestNs::new("conflict-b").await;
-    let run = format!("conflict-{}", random_suffix());
-    let _op = operator("conflict", &first.name, &run, &[]);
+/// The same new domain claimed by `shared` in `first` (published first), then in
+/// `second`: returns the domain, both APIs, and the younger claim's Ready
+/// condition once it says DomainConflict.
+async fn claim_twice(
+    first: &TestNs,
+    second: &TestNs,
+    run: &str,
+) -> (
+    String,
+    Api<SendingDomain>,
+    Api<SendingDomain>,
+    (String, String, String),
+) {
     let domain = format!("shared-{}.example.com", random_suffix());
     let spec = format!("  domain: {domain}\n  dkim:\n    keyBits: 1024\n");
-    first.apply_ok(&manifest("shared", &run, &spec));
+    first.apply_ok(&manifest("shared", run, &spec));
     let a: Api<SendingDomain> = first.api();
     wait_published(&a, "shared").await;
-    second.apply_ok(&manifest("shared", &run, &spec));
+    second.apply_ok(&manifest("shared", run, &spec));
     let b: Api<SendingDomain> = second.api();
-    let (status, _reason, message) = eventually(WAIT, || async {
+    let ready = eventually(WAIT, || async {
         let sd = b.get("shared").await?;
         let c = condition(&sd, "Ready").ok_or_else(|| anyhow!("no Ready yet"))?;
         ensure!(c.1 == "DomainConflict", "Ready={c:?}");
         Ok::<_, anyhow::Error>(c)
     })
     .await;
+    (domain, a, b, ready)
+}
+
+#[tokio::test]
+async fn the_older_claim_keeps_a_domain_and_the_younger_takes_over_after_it() {
+    let first = TestNs::new("conflict-a").await;
+    let second = TestNs::new("conflict-b").await;
+    let run = format!("conflict-{}", random_suffix());
+    let _op = operator("conflict", &first.name, &run, &[]);
+    let (domain, a, b, (status, _reason, message)) = claim_twice(&first, &second, &run).await;
     assert_eq!(status, "False");
     assert_eq!(
         message,
@@ -420,20 +437,7 @@ async fn a_conflict_still_hands_over_after_the_lease_was_lost_and_regained() {
     let second = TestNs::new("regain-b").await;
     let run = format!("regain-{}", random_suffix());
     let mut op = operator("regain", &first.name, &run, &[]);
-    let domain = format!("shared-{}.example.com", random_suffix());
-    let spec = format!("  domain: {domain}\n  dkim:\n    keyBits: 1024\n");
-    first.apply_ok(&manifest("shared", &run, &spec));
-    let a: Api<SendingDomain> = first.api();
-    wait_published(&a, "shared").await;
-    second.apply_ok(&manifest("shared", &run, &spec));
-    let b: Api<SendingDomain> = second.api();
-    eventually(WAIT, || async {
-        let sd = b.get("shared").await?;
-        let c = condition(&sd, "Ready").ok_or_else(|| anyhow!("no Ready yet"))?;
-        ensure!(c.1 == "DomainConflict", "Ready={c:?}");
-        Ok::<_, anyhow::Error>(())
-    })
-    .await;
+    let (_, a, b, _) = claim_twice(&first, &second, &run).await;
 
     // Another holder takes the Lease for one term, then stops renewing it.
     let leases: Api<Lease> = first.api();
