@@ -177,6 +177,17 @@ impl Setup {
         .await
     }
 
+    /// Waits until `selector` signs (status.dkim.activeSelector) and returns
+    /// the status that says so.
+    async fn signing_with(&self, selector: &str) -> SendingDomainStatus {
+        eventually(WAIT, || async {
+            let st = self.status().await?;
+            ensure!(active(&st) == selector, "active selector {}", active(&st));
+            Ok(st)
+        })
+        .await
+    }
+
     fn annotate(&self, key: &str, value: &str) {
         let out = self.ns.kubectl(&[
             "annotate",
@@ -397,12 +408,7 @@ async fn a_requested_rotation_promotes_the_standby_and_replaces_the_old_key_afte
 
     // Rotate: anypost2 signs, anypost1 stays published (retiring) for the grace period.
     s.annotate("anypost.com/rotate", "1");
-    let st = eventually(WAIT, || async {
-        let st = s.status().await?;
-        ensure!(active(&st) == "anypost2", "active selector {}", active(&st));
-        Ok(st)
-    })
-    .await;
+    let st = s.signing_with("anypost2").await;
     let dk = st.dkim.clone().unwrap();
     assert_eq!(dk.observed_rotate_request.as_deref(), Some("1"));
     let rotated_at = dk.last_rotation_time.expect("lastRotationTime is set").0;
@@ -572,12 +578,7 @@ async fn a_rotation_is_refused_while_the_standby_cname_is_not_published() {
     let st = s.verify_now().await;
     assert_verified(&st, "with anypost2 published");
     s.annotate("anypost.com/rotate", "2");
-    let st = eventually(WAIT, || async {
-        let st = s.status().await?;
-        ensure!(active(&st) == "anypost2", "active selector {}", active(&st));
-        Ok(st)
-    })
-    .await;
+    let st = s.signing_with("anypost2").await;
     assert_eq!(selector(&st, "anypost1").0, SelectorState::Retiring);
     assert_eq!(s.secret().await["selector"], "anypost2");
     let pems: Vec<String> = ["anypost1.key", "anypost2.key"]
@@ -680,12 +681,7 @@ async fn a_lost_signing_key_hands_signing_to_the_published_standby() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let st = eventually(WAIT, || async {
-        let st = s.status().await?;
-        ensure!(active(&st) == "anypost2", "active selector {}", active(&st));
-        Ok(st)
-    })
-    .await;
+    let st = s.signing_with("anypost2").await;
     let secret = s.secret().await;
     assert_eq!(secret["selector"], "anypost2", "the published key signs");
     assert_eq!(secret["anypost2.key"], before["anypost2.key"]);
@@ -774,12 +770,7 @@ async fn a_scheduled_rotation_happens_once_the_interval_has_passed() {
     );
 
     // No annotation: the schedule alone rotates.
-    let st = eventually(WAIT, || async {
-        let st = s.status().await?;
-        ensure!(active(&st) == "anypost2", "active selector {}", active(&st));
-        Ok(st)
-    })
-    .await;
+    let st = s.signing_with("anypost2").await;
     let dk = st.dkim.clone().unwrap();
     let rotated_at = dk.last_rotation_time.expect("lastRotationTime").0;
     assert!(
