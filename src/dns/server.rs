@@ -884,9 +884,20 @@ async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>) -> std::io::Res
     loop {
         let (len, src) = match socket.recv_from(&mut buf).await {
             Ok(got) => got,
-            // An ICMP error from an earlier send, reported on this socket.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
-            Err(e) => return Err(e),
+            // The socket itself is gone: the server stops (and the process with it).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotConnected | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return Err(e);
+            }
+            // E.g. an ICMP error from an earlier send, reported on this socket.
+            Err(error) => {
+                debug!(%error, "receiving a UDP query failed");
+                continue;
+            }
         };
         // Nothing can be sent back to these.
         if src.port() == 0 || src.ip().is_unspecified() || src.ip().is_multicast() {
