@@ -73,15 +73,22 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         }
     };
 
-    // Two claims on one domain: the older keeps it.
-    let all = ctx.domains();
-    if !crate::dns::claims::is_winner(&all, &sd) {
-        let whose = match crate::dns::claims::claim_winner(&all, &sd.spec.domain) {
-            Some(w) if ctx.config.reveal_conflicts => format!(
-                "SendingDomain {}/{}",
-                w.namespace().unwrap_or_default(),
-                w.name_any()
-            ),
+    // Two claims on one domain: the older keeps it. The list of every claim is
+    // dropped before anything is awaited: thousands of reconciles waiting for
+    // key generation would otherwise each keep a copy, and through it every
+    // SendingDomain version it saw, alive.
+    let lost_to = {
+        let all = ctx.domains();
+        (!crate::dns::claims::is_winner(&all, &sd)).then(|| {
+            crate::dns::claims::claim_winner(&all, &sd.spec.domain)
+                .map(|w| (w.namespace().unwrap_or_default(), w.name_any()))
+        })
+    };
+    if let Some(winner) = lost_to {
+        let whose = match winner {
+            Some((ns, name)) if ctx.config.reveal_conflicts => {
+                format!("SendingDomain {ns}/{name}")
+            }
             _ => "another SendingDomain".to_string(),
         };
         let msg = format!(
