@@ -29,6 +29,10 @@ pub const PUBLISH_POLL: Duration = Duration::from_secs(1);
 /// First re-check of a pending domain; later ones back off up to the configured cap.
 pub const PENDING_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The status of an object that has none yet.
+static NO_STATUS: std::sync::LazyLock<SendingDomainStatus> =
+    std::sync::LazyLock::new(SendingDomainStatus::default);
+
 /// What a check request carries to the verifier.
 #[derive(Debug, Clone)]
 pub struct CheckRequest {
@@ -43,7 +47,9 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     let name = sd.name_any();
     let _timer = ctx.metrics.reconcile_timer();
     let now = Timestamp::now();
-    let previous = sd.status.clone().unwrap_or_default();
+    // Borrowed from the object rather than copied: during a burst thousands of
+    // reconciles wait at once (for key generation or a check slot).
+    let previous: &SendingDomainStatus = sd.status.as_ref().unwrap_or(&NO_STATUS);
     let generation = sd.metadata.generation;
     if sd.metadata.deletion_timestamp.is_some() {
         // Being deleted: the Secret goes with it (ownerReference). Records on an
@@ -69,7 +75,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     let parsed = match SendingName::parse(&sd.spec.domain) {
         Ok(p) => p,
         Err(e) => {
-            return block(&sd, &ctx, &previous, now, e.reason(), &e.to_string()).await;
+            return block(&sd, &ctx, previous, now, e.reason(), &e.to_string()).await;
         }
     };
 
@@ -95,7 +101,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
             "{} is already claimed by {whose}, created earlier; nothing is published for this one. It takes over automatically if the other claim is deleted.",
             sd.spec.domain
         );
-        return block(&sd, &ctx, &previous, now, "DomainConflict", &msg).await;
+        return block(&sd, &ctx, previous, now, "DomainConflict", &msg).await;
     }
 
     let token = naming::token(&ctx.identity_key, &ns, &parsed.domain);
@@ -163,7 +169,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
                 let msg = format!(
                     "Secret {secret_name} exists and {why}; the operator does not overwrite it. Delete it, or label it {MANAGED_BY_LABEL}={MANAGER} to import its keys (anypost1.key, anypost2.key as PKCS#8 PEM)."
                 );
-                return block(&sd, &ctx, &previous, now, "SecretConflict", &msg).await;
+                return block(&sd, &ctx, previous, now, "SecretConflict", &msg).await;
             }
             let stored = StoredKeys::from_secret(secret.as_ref());
             for (sel, why) in &stored.invalid {
@@ -211,7 +217,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         naming::customer_records(&parsed, &token, &ctx.config.zone, sd.tracking_subdomain());
     let public_keys = [keys[0].public_key.clone(), keys[1].public_key.clone()];
     let published = ctx.publisher.published(&token, &public_keys);
-    let shown = shown_published(&published, &previous, || {
+    let shown = shown_published(&published, previous, || {
         let mut active_only = [String::new(), String::new()];
         active_only[plan.active] = public_keys[plan.active].clone();
         ctx.publisher.published(&token, &active_only)
@@ -227,8 +233,8 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
             .iter()
             .zip(&records)
             .any(|(a, b)| a.value != b.value || a.fqdn != b.fqdn);
-    let due = requested || spec_changed || check_due(&previous, now, &ctx.config, &sd);
-    let first_publication = published == Published::Yes && !was_published(&previous);
+    let due = requested || spec_changed || check_due(previous, now, &ctx.config, &sd);
+    let first_publication = published == Published::Yes && !was_published(previous);
     let check: Option<CheckResult> = if check_now(due, &published, first_publication) {
         let req = CheckRequest {
             domain: parsed.domain.clone(),
@@ -244,7 +250,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     let new_status = status::compute(Inputs {
         now,
         generation,
-        previous: &previous,
+        previous,
         id: naming::domain_id(&token),
         records,
         dkim: dkim_status,
@@ -254,7 +260,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         verified_grace: ctx.config.verified_grace,
         tracking_enabled: sd.spec.tracking.is_some(),
     });
-    write_status(&sd, &ctx, &previous, &new_status).await?;
+    write_status(&sd, &ctx, previous, &new_status).await?;
     for (warning, reason, message) in &key_events {
         ctx.event(&sd, *warning, reason, message).await;
     }
