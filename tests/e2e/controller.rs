@@ -56,6 +56,19 @@ pub fn operator_args(home: &str, run: &str) -> Vec<String> {
     .collect()
 }
 
+/// [`operator_args`] with `flags` set: a flag already there gets the new value,
+/// any other is added.
+pub fn operator_args_with(home: &str, run: &str, flags: &[(&str, &str)]) -> Vec<String> {
+    let mut args = operator_args(home, run);
+    for (flag, value) in flags {
+        match args.iter().position(|a| a == flag) {
+            Some(at) => args[at + 1] = value.to_string(),
+            None => args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+    args
+}
+
 /// Starts a test operator (see [`operator_args`]) with `extra` flags, which must
 /// not repeat those (clap refuses a flag given twice).
 pub fn operator_with(
@@ -80,13 +93,8 @@ pub fn operator_with_metrics(
     extra: &[&str],
 ) -> (Operator, SocketAddr) {
     let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut args = operator_args(home, run);
+    let mut args = operator_args_with(home, run, &[("--http-listen", &http.to_string())]);
     args.extend(extra.iter().map(|s| s.to_string()));
-    let at = args
-        .iter()
-        .position(|a| a == "--http-listen")
-        .expect("the default flags set --http-listen");
-    args[at + 1] = http.to_string();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     (Operator::start(name, &args), http)
 }

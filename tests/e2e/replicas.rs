@@ -6,7 +6,7 @@
 //! Lease and the identity Secret in the test's namespace (`--namespace`), and
 //! `POD_NAME` gives each its Lease identity, as the chart's downward API does.
 
-use crate::controller::{manifest, wait_published};
+use crate::controller::{ZONE, manifest, operator_args_with, wait_published};
 use crate::support::dns_topology::free_port;
 use crate::support::{Operator, TestNs, eventually, http_get, metric};
 use anyhow::{Context as _, ensure};
@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const ZONE: &str = "dns.anypost.test";
 const WAIT: Duration = Duration::from_secs(60);
 
 struct Replica {
@@ -30,36 +29,19 @@ impl Replica {
     fn start(identity: &'static str, home: &str, run: &str) -> Replica {
         let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let op = Operator::start_with_env(
-            identity,
+        // Checks are inconclusive (the default resolver never answers): this test
+        // is about who writes, not about verification.
+        let args = operator_args_with(
+            home,
+            run,
             &[
-                "--zone",
-                ZONE,
-                "--mx-host",
-                "mx.anypost.test",
-                "--spf-include",
-                "spf.anypost.test",
-                "--tracking-host",
-                "t.anypost.test",
-                "--namespace",
-                home,
-                "--selector",
-                &format!("anypost.com/e2e-run={run}"),
-                "--leader-election",
-                "true",
-                "--dns-listen",
-                &dns.to_string(),
-                "--http-listen",
-                &http.to_string(),
-                // Checks are inconclusive (nothing listens there): this test is
-                // about who writes, not about verification.
-                "--resolver",
-                "127.0.0.1:9",
-                "--resolver-timeout",
-                "300ms",
+                ("--leader-election", "true"),
+                ("--dns-listen", &dns.to_string()),
+                ("--http-listen", &http.to_string()),
             ],
-            &[("POD_NAME", identity)],
         );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let op = Operator::start_with_env(identity, &args, &[("POD_NAME", identity)]);
         Replica {
             identity,
             op,

@@ -6,7 +6,9 @@
 //!
 //! Each test has its own BIND, namespace and operator (scoped with `--selector`).
 
-use crate::controller::{ZONE, condition, manifest, operator_with_metrics, wait_published};
+use crate::controller::{
+    ZONE, condition, manifest, operator_args_with, operator_with_metrics, wait_published,
+};
 use crate::support::bind_rfc2136::{BindPrimary, KEY_NAME};
 use crate::support::{Operator, TestNs, eventually, metric};
 use anyhow::{anyhow, ensure};
@@ -348,28 +350,17 @@ async fn rfc2136_wrong_tsig_secret_is_a_clear_error() {
 #[tokio::test]
 async fn rfc2136_missing_flags_stop_the_operator_with_the_flag_named() {
     let ns = TestNs::new("rfc2136-flags").await;
-    let mut op = Operator::start(
-        "rfc2136-flags",
+    let args = operator_args_with(
+        &ns.name,
+        &ns.name,
         &[
-            "--zone",
-            ZONE,
-            "--mx-host",
-            "mx.anypost.test",
-            "--spf-include",
-            "spf.anypost.test",
-            "--tracking-host",
-            "t.anypost.test",
-            "--namespace",
-            &ns.name,
-            "--http-listen",
-            "127.0.0.1:0",
-            "--zone-backend",
-            "rfc2136",
-            "--rfc2136-server",
-            "127.0.0.1:9",
-            "--leader-election=false",
+            ("--zone-backend", "rfc2136"),
+            ("--rfc2136-server", "127.0.0.1:9"),
+            ("--leader-election", "false"),
         ],
     );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut op = Operator::start("rfc2136-flags", &args);
     eventually(WAIT, || {
         let running = op.is_running();
         async move {

@@ -6,6 +6,7 @@
 //! minimum standby age, so a whole rotation (promote, keep the old key published,
 //! replace it) fits in a test.
 
+use crate::controller::{ZONE, operator_args_with};
 use crate::support::dns_topology::{DnsTopology, OperatorZone, ZoneFile, free_port};
 use crate::support::{Operator, TestNs, eventually, random_suffix};
 use anyhow::{Context as _, ensure};
@@ -19,10 +20,6 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-const ZONE: &str = "dns.anypost.test";
-const MX: &str = "mx.anypost.test";
-const SPF: &str = "spf.anypost.test";
-const TRACKING_HOST: &str = "t.anypost.test";
 const WAIT: Duration = Duration::from_secs(60);
 /// The grace period of a replaced key in these tests.
 const RETIRE_AFTER: &str = "15s";
@@ -62,35 +59,17 @@ impl Setup {
             },
         )
         .await;
-        let args: Vec<String> = [
-            "--zone",
-            ZONE,
-            "--mx-host",
-            MX,
-            "--spf-include",
-            SPF,
-            "--tracking-host",
-            TRACKING_HOST,
-            "--namespace",
+        let args = operator_args_with(
             &ns.name,
-            "--selector",
-            &format!("anypost.com/e2e-run={run}"),
-            "--dns-listen",
-            &zone_addr.to_string(),
-            "--http-listen",
-            "127.0.0.1:0",
-            "--resolver",
-            &dns.resolver().to_string(),
-            "--resolver-timeout",
-            "2s",
-            "--dkim-min-standby-age",
-            "0s",
-            "--dkim-retire-after",
-            RETIRE_AFTER,
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
+            &run,
+            &[
+                ("--dns-listen", &zone_addr.to_string()),
+                ("--resolver", &dns.resolver().to_string()),
+                ("--resolver-timeout", "2s"),
+                ("--dkim-min-standby-age", "0s"),
+                ("--dkim-retire-after", RETIRE_AFTER),
+            ],
+        );
         let operator = Operator::start(test, &args.iter().map(String::as_str).collect::<Vec<_>>());
         let name = "shop";
         ns.apply_ok(&format!(
