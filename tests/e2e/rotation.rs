@@ -167,6 +167,24 @@ impl Setup {
         .await
     }
 
+    /// Waits until the operator has acted on the `anypost.com/rotate` request
+    /// `value` (status.dkim.observedRotateRequest) and returns that status.
+    async fn rotate_request_seen(&self, value: &str) -> SendingDomainStatus {
+        eventually(WAIT, || async {
+            let st = self.status().await?;
+            let seen = st
+                .dkim
+                .as_ref()
+                .and_then(|d| d.observed_rotate_request.clone());
+            ensure!(
+                seen.as_deref() == Some(value),
+                "rotate request {value} not acted on yet: {seen:?}"
+            );
+            Ok(st)
+        })
+        .await
+    }
+
     fn annotate(&self, key: &str, value: &str) {
         let out = self.ns.kubectl(&[
             "annotate",
@@ -516,19 +534,7 @@ async fn a_rotation_is_refused_while_the_standby_cname_is_not_published() {
     let secret_before = s.secret().await;
 
     s.annotate("anypost.com/rotate", "1");
-    let st = eventually(WAIT, || async {
-        let st = s.status().await?;
-        let seen = st
-            .dkim
-            .as_ref()
-            .and_then(|d| d.observed_rotate_request.clone());
-        ensure!(
-            seen.as_deref() == Some("1"),
-            "rotate request not handled yet: {seen:?}"
-        );
-        Ok(st)
-    })
-    .await;
+    let st = s.rotate_request_seen("1").await;
     assert_eq!(active(&st), "anypost1");
     assert_eq!(selector(&st, "anypost1").0, SelectorState::Active);
     assert_eq!(selector(&st, "anypost2").0, SelectorState::Standby);
@@ -596,19 +602,7 @@ async fn a_crash_between_the_secret_and_the_status_of_a_rotation_keeps_the_rotat
 
     // The next operator completes that rotation instead of rotating back.
     s.replace_operator("restarted", &[]);
-    let st = eventually(WAIT, || async {
-        let st = s.status().await?;
-        let seen = st
-            .dkim
-            .as_ref()
-            .and_then(|d| d.observed_rotate_request.clone());
-        ensure!(
-            seen.as_deref() == Some("1"),
-            "rotate request not recorded yet: {seen:?}"
-        );
-        Ok(st)
-    })
-    .await;
+    let st = s.rotate_request_seen("1").await;
     assert_eq!(active(&st), "anypost2");
     let (state1, key1, retire_at) = selector(&st, "anypost1");
     assert_eq!(state1, SelectorState::Retiring);
