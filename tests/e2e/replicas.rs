@@ -151,23 +151,17 @@ async fn status_managers(api: &Api<SendingDomain>, name: &str) -> Vec<String> {
 
 /// `reportingInstance` of every Event about `name`.
 fn event_reporters(ns: &TestNs, name: &str) -> Vec<String> {
-    let out = ns.kubectl(&[
+    ns.kubectl_ok(&[
         "get",
         "events",
         "--field-selector",
         &format!("involvedObject.name={name}"),
         "-o",
         "jsonpath={range .items[*]}{.reportingInstance}{\"\\n\"}{end}",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
 }
 
 /// Waits for the first status write with keys, then until both replicas serve

@@ -230,6 +230,15 @@ impl TestNs {
         kubectl(&all)
     }
 
+    /// Like [`TestNs::kubectl`], but panics with kubectl's stderr unless it
+    /// succeeds, and returns its stdout.
+    #[track_caller]
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let mut all = args.to_vec();
+        all.extend(["-n", &self.name]);
+        kubectl_ok(&all)
+    }
+
     /// `kubectl <args> -n <this namespace>` with `input` on stdin.
     pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
         let mut all = args.to_vec();
