@@ -148,7 +148,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
                 .secret_reads
                 .get_or_create(&SourceLabels { source: "cache" })
                 .inc();
-            (Some((*s).clone()), stored, plan)
+            (Some(s), stored, plan)
         }
         None => {
             ctx.metrics
@@ -176,7 +176,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
                 tracing::warn!(namespace = %ns, name = %name, selector = sel, error = %why, "stored DKIM key is unreadable; it will be replaced");
             }
             let plan = plan_for(&stored);
-            (secret, stored, plan)
+            (secret.map(Arc::new), stored, plan)
         }
     };
     let mut keys: [Option<KeyMaterial>; 2] = stored.keys.clone();
