@@ -25,7 +25,9 @@ async fn apply(
     let body = serde_json::json!({
         "apiVersion": "anypost.com/v1alpha1",
         "kind": "SendingDomain",
-        "metadata": { "name": sd.name_any(), "finalizers": finalizers },
+        // The uid fences the write to this very object: a reconcile of an object
+        // since re-created under the same name is refused.
+        "metadata": { "name": sd.name_any(), "uid": sd.metadata.uid, "finalizers": finalizers },
     });
     match api
         .patch(
@@ -38,6 +40,11 @@ async fn apply(
         Ok(_) => Ok(()),
         // Already gone: nothing left to hold.
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) if super::reconcile::fence_failed(&source) => Err(Error::Superseded {
+            domain: format!("{}/{}", sd.namespace().unwrap_or_default(), sd.name_any()),
+            uid: sd.metadata.uid.clone().unwrap_or_default(),
+            write: "finalizer",
+        }),
         Err(source) => Err(Error::Finalizer {
             domain: format!("{}/{}", sd.namespace().unwrap_or_default(), sd.name_any()),
             source,

@@ -97,6 +97,18 @@ pub enum Error {
     PatchStatus { domain: String, source: kube::Error },
     #[error("updating the finalizer of SendingDomain {domain}: {source}")]
     Finalizer { domain: String, source: kube::Error },
+    #[error("reading SendingDomain {domain}: {source}")]
+    ReadDomain { domain: String, source: kube::Error },
+    /// The object this reconcile read was deleted (or deleted and re-created under
+    /// the same name) while it ran: the write was refused, nothing was written.
+    #[error(
+        "SendingDomain {domain} (uid {uid}) was deleted or replaced while it was reconciled; its {write} was not written"
+    )]
+    Superseded {
+        domain: String,
+        uid: String,
+        write: &'static str,
+    },
 }
 
 impl Error {
@@ -108,6 +120,8 @@ impl Error {
             Error::GenerateKey(_) | Error::KeyTask(_) => "generate_key",
             Error::PatchStatus { .. } => "patch_status",
             Error::Finalizer { .. } => "finalizer",
+            Error::ReadDomain { .. } => "read_domain",
+            Error::Superseded { .. } => "superseded",
         }
     }
 }
@@ -242,6 +256,22 @@ impl Context {
 }
 
 fn error_policy(sd: Arc<SendingDomain>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            category: err.category(),
+        })
+        .inc();
+    if let Error::Superseded { .. } = err {
+        // Not a failure: the object that replaced it has its own reconcile.
+        tracing::info!(
+            namespace = %sd.namespace().unwrap_or_default(),
+            name = %sd.name_any(),
+            error = %err,
+            "write refused: the object changed identity"
+        );
+        return Action::await_change();
+    }
     tracing::warn!(
         namespace = %sd.namespace().unwrap_or_default(),
         name = %sd.name_any(),
@@ -249,12 +279,6 @@ fn error_policy(sd: Arc<SendingDomain>, err: &Error, ctx: Arc<Context>) -> Actio
         error = %err,
         "reconcile failed"
     );
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&ErrorLabels {
-            category: err.category(),
-        })
-        .inc();
     Action::requeue(Duration::from_secs(10))
 }
 

@@ -105,6 +105,15 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     }
 
     let token = naming::token(&ctx.identity_key, &ns, &parsed.domain);
+    let id = naming::domain_id(&token);
+    // What the object carries, and what of it this reconcile may build on: only a
+    // status computed for this very namespace, domain and identity key (its id).
+    // Every status write is fenced to the object's uid, so a trusted status was
+    // also computed for this object; anything else (a status copied by hand,
+    // restored onto another object, or written unfenced by an older version) is
+    // ignored, and the domain is keyed, published and checked as if new.
+    let written = previous;
+    let previous = status::trusted(written, &id);
     if ctx.publisher.external() && !super::finalizer::present(&sd) {
         let api: Api<SendingDomain> = Api::namespaced(ctx.client.clone(), &ns);
         super::finalizer::add(&api, &sd).await?;
@@ -189,7 +198,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     // (server-side apply leaves the rest alone).
     let secret_current = secret.as_ref().is_some_and(|s| secret_holds(s, &data, &sd));
     if !secret_current {
-        apply_secret(&secrets, &sd, &secret_name, data).await?;
+        apply_secret(&ctx, &secrets, &sd, &secret_name, data).await?;
         ctx.metrics.secret_writes.inc();
         crash_point("dkim-secret");
     }
@@ -251,7 +260,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         now,
         generation,
         previous,
-        id: naming::domain_id(&token),
+        id,
         records,
         dkim: dkim_status,
         published: shown,
@@ -260,7 +269,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         verified_grace: ctx.config.verified_grace,
         tracking_enabled: sd.spec.tracking.is_some(),
     });
-    write_status(&sd, &ctx, previous, &new_status).await?;
+    write_status(&sd, &ctx, written, previous, &new_status).await?;
     for (warning, reason, message) in &key_events {
         ctx.event(&sd, *warning, reason, message).await;
     }
@@ -402,42 +411,82 @@ async fn block(
     message: &str,
 ) -> Result<Action, Error> {
     let st = status::blocked(previous, sd.metadata.generation, now, reason, message);
-    write_status(sd, ctx, previous, &st).await?;
+    write_status(sd, ctx, previous, previous, &st).await?;
     Ok(blocked_action(reason))
 }
 
-/// Writes status if it changed, with an Event for each meaningful transition.
+/// Writes status if it differs from what the object carries (`written`), with an
+/// Event for each meaningful transition from `previous` (the status this reconcile
+/// built on).
+///
+/// The write is fenced to the object it was computed from: a JSON patch whose
+/// first operation tests `metadata.uid`. A reconcile that read an object since
+/// deleted and re-created under the same name therefore fails instead of writing
+/// the old object's status onto the new one. (Server-side apply cannot fence a
+/// status write: for a custom resource's status subresource the apiserver takes
+/// every field but `status` from the stored object, `metadata.uid` included.)
 async fn write_status(
     sd: &SendingDomain,
     ctx: &Context,
+    written: &SendingDomainStatus,
     previous: &SendingDomainStatus,
     new: &SendingDomainStatus,
 ) -> Result<(), Error> {
-    if previous == new {
+    if written == new {
         return Ok(());
     }
     let api: Api<SendingDomain> =
         Api::namespaced(ctx.client.clone(), &sd.namespace().unwrap_or_default());
-    let body = serde_json::json!({
-        "apiVersion": "anypost.com/v1alpha1",
-        "kind": "SendingDomain",
-        "status": new,
-    });
-    api.patch_status(
-        &sd.name_any(),
-        &PatchParams::apply(STATUS_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|source| Error::PatchStatus {
-        domain: format!("{}/{}", sd.namespace().unwrap_or_default(), sd.name_any()),
-        source,
-    })?;
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        { "op": "test", "path": "/metadata/uid", "value": uid(sd) },
+        { "op": "add", "path": "/status", "value": new },
+    ]))
+    .expect("a JSON patch of a test and an add");
+    let params = PatchParams {
+        field_manager: Some(STATUS_MANAGER.into()),
+        ..Default::default()
+    };
+    api.patch_status(&sd.name_any(), &params, &Patch::Json::<()>(patch))
+        .await
+        .map_err(|source| match fence_failed(&source) {
+            true => superseded(sd, "status"),
+            false => Error::PatchStatus {
+                domain: format!("{}/{}", sd.namespace().unwrap_or_default(), sd.name_any()),
+                source,
+            },
+        })?;
     ctx.metrics.status_writes.inc();
     for (warning, reason, message) in transition_events(previous, new) {
         ctx.event(sd, warning, reason, &message).await;
     }
     Ok(())
+}
+
+/// The uid of an object read from the API (every stored object has one).
+fn uid(sd: &SendingDomain) -> &str {
+    sd.metadata.uid.as_deref().unwrap_or_default()
+}
+
+/// Whether a fenced write failed because the object is gone or is another object
+/// now: 404, the JSON patch's uid test failing (422), or a server-side apply
+/// carrying another uid (409 or 422).
+pub fn fence_failed(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => true,
+        kube::Error::Api(s) if s.code == 409 || s.code == 422 => {
+            let m = s.message.to_ascii_lowercase();
+            m.contains("uid") || m.contains("test")
+        }
+        _ => false,
+    }
+}
+
+fn superseded(sd: &SendingDomain, write: &'static str) -> Error {
+    Error::Superseded {
+        domain: format!("{}/{}", sd.namespace().unwrap_or_default(), sd.name_any()),
+        uid: uid(sd).to_string(),
+        write,
+    }
 }
 
 /// Events for state changes, not for every check.
@@ -550,12 +599,33 @@ fn owned_by(secret: &Secret, sd: &SendingDomain) -> bool {
         .any(|o| Some(&o.uid) == sd.metadata.uid.as_ref() && o.controller == Some(true))
 }
 
+/// Writes the DKIM Secret, fenced to the SendingDomain it was computed for: the
+/// SendingDomain is read live first and must still be the same object (same uid,
+/// not being deleted). A reconcile that outlived its object (key generation takes
+/// seconds) would otherwise point the Secret's ownerReference at a uid that no
+/// longer exists, and the garbage collector would delete the keys of the object
+/// that replaced it.
 async fn apply_secret(
+    ctx: &Context,
     api: &Api<Secret>,
     sd: &SendingDomain,
     name: &str,
     data: BTreeMap<String, k8s_openapi::ByteString>,
 ) -> Result<(), Error> {
+    let domains: Api<SendingDomain> =
+        Api::namespaced(ctx.client.clone(), &sd.namespace().unwrap_or_default());
+    let live = domains
+        .get_opt(&sd.name_any())
+        .await
+        .map_err(|source| Error::ReadDomain {
+            domain: format!("{}/{}", sd.namespace().unwrap_or_default(), sd.name_any()),
+            source,
+        })?;
+    if live.is_none_or(|l| {
+        l.metadata.uid != sd.metadata.uid || l.metadata.deletion_timestamp.is_some()
+    }) {
+        return Err(superseded(sd, "secret"));
+    }
     let owner = sd
         .controller_owner_ref(&())
         .expect("a SendingDomain read from the API has a uid");

@@ -108,6 +108,20 @@ fn carry_results(fresh: Vec<DnsRecord>, previous: &[DnsRecord]) -> Vec<DnsRecord
         .collect()
 }
 
+/// The status a reconcile may build on: `written` if it was computed for `id`
+/// (namespace, domain and identity key), else nothing. Verification (the state,
+/// its times, the grace period) is only ever carried forward for the domain and
+/// namespace it was earned for.
+pub fn trusted<'a>(written: &'a SendingDomainStatus, id: &str) -> &'a SendingDomainStatus {
+    static NONE: std::sync::LazyLock<SendingDomainStatus> =
+        std::sync::LazyLock::new(SendingDomainStatus::default);
+    if written.id.as_deref() == Some(id) {
+        written
+    } else {
+        &NONE
+    }
+}
+
 /// The status of a domain that has keys and records.
 pub fn compute(i: Inputs<'_>) -> SendingDomainStatus {
     let prev = i.previous;
@@ -584,6 +598,29 @@ mod tests {
     fn reasons_are_camel_case() {
         assert_eq!(reason_for_code("dkim_cname_mismatch"), "DkimCnameMismatch");
         assert_eq!(reason_for_code("mx_missing"), "MxMissing");
+    }
+
+    #[test]
+    fn a_status_earned_for_another_domain_is_not_carried_over() {
+        let verified = compute(inputs(&Default::default(), 10, Some(ok_check())));
+        assert_eq!(verified.state, Some(DomainState::Verified));
+        // Same id: the verification stands.
+        assert_eq!(trusted(&verified, "domain_abcdefghijklmnop"), &verified);
+        // Another domain's (or namespace's, or identity key's) status is ignored:
+        // the domain starts over, unverified, and a failing check demotes nothing.
+        let foreign = trusted(&verified, "domain_qrstuvwxyz234567");
+        assert_eq!(foreign, &SendingDomainStatus::default());
+        let mut i = inputs(foreign, 20, Some(failing("apex_cname_missing")));
+        i.id = "domain_qrstuvwxyz234567".into();
+        let s = compute(i);
+        assert_eq!(s.state, Some(DomainState::Pending));
+        assert_eq!(s.last_verified_time, None);
+        assert_eq!(condition(&s, cond::READY), ("False", "ApexCnameMissing"));
+        // A status without an id (a blocked domain's) carries no verification.
+        assert_eq!(
+            trusted(&SendingDomainStatus::default(), "domain_abcdefghijklmnop"),
+            &SendingDomainStatus::default()
+        );
     }
 
     #[test]

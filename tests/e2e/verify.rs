@@ -761,6 +761,11 @@ mod through_the_operator {
         /// An operator serving its zone on a free port, a resolver whose stub for
         /// the operator's zone points there, and a SendingDomain with tracking.
         async fn start(test: &str) -> Setup {
+            Setup::start_with(test, "").await
+        }
+
+        /// [`Setup::start`], with `spec` (YAML lines) added to the SendingDomain's spec.
+        async fn start_with(test: &str, spec: &str) -> Setup {
             let ns = TestNs::new(test).await;
             let run = ns.name.clone();
             let op_dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -804,7 +809,7 @@ mod through_the_operator {
             ns.apply_ok(&format!(
                 "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  \
                  name: {name}\n  labels:\n    anypost.com/e2e-run: {run}\nspec:\n  \
-                 domain: {domain}\n  tracking:\n    subdomain: track\n"
+                 domain: {domain}\n  tracking:\n    subdomain: track\n{spec}"
             ));
             let api = ns.api();
             Setup {
@@ -977,6 +982,115 @@ mod through_the_operator {
         assert_eq!(condition(&st, "Ready").0, "True");
         assert_eq!(st.state, Some(DomainState::Verified));
         assert_eq!(st.verification_failure, None);
+    }
+
+    /// A verified SendingDomain is deleted and re-applied under the same name for
+    /// another domain (a GitOps prune and re-sync) while the operator is busy
+    /// regenerating its keys. The reconcile still running for the deleted object
+    /// must write nothing onto the new one: the new object is checked on its own
+    /// and shows nothing of the old object's verification, records or keys.
+    #[tokio::test]
+    async fn a_recreated_domain_inherits_nothing_from_the_object_it_replaces() {
+        // 4096-bit keys: regenerating them keeps a reconcile busy for seconds.
+        let mut s = Setup::start_with("verify-recreate", "  dkim:\n    keyBits: 4096\n").await;
+        let st = s.published().await;
+        let apex = st.dns_records[0].clone();
+        s.publish(
+            &st,
+            Some(format!("{}. IN CNAME {}.", apex.fqdn, apex.value)),
+        )
+        .await;
+        s.request_check();
+        let verified = eventually(WAIT, || async {
+            let sd = s.api.get(s.name).await?;
+            let st = sd.status.clone().context("no status")?;
+            ensure!(st.state == Some(DomainState::Verified), "not verified yet");
+            Ok(sd)
+        })
+        .await;
+        let old_uid = verified.metadata.uid.clone().unwrap();
+
+        // The keys go missing: the operator regenerates both (seconds at 4096 bits).
+        // Meanwhile the object is replaced by one for a domain nobody published.
+        s.ns.kubectl_ok(&["delete", "secret", "shop-dkim"]);
+        s.ns.kubectl_ok(&["delete", "sendingdomain", s.name, "--wait=true"]);
+        let other = format!("other-{}.example.com", random_suffix());
+        let run = s.ns.name.clone();
+        s.ns.apply_ok(&format!(
+            "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  \
+             name: {}\n  labels:\n    anypost.com/e2e-run: {run}\nspec:\n  \
+             domain: {other}\n  dkim:\n    keyBits: 1024\n",
+            s.name
+        ));
+        let fresh = s.api.get(s.name).await.unwrap();
+        let new_uid = fresh.metadata.uid.clone().unwrap();
+        assert_ne!(new_uid, old_uid, "the SendingDomain was re-created");
+
+        // The new object gets checked for its own domain and fails as it should.
+        let st = eventually(WAIT, || async {
+            let st = s.status().await?;
+            ensure!(
+                st.last_checked_time.is_some()
+                    && st
+                        .dns_records
+                        .first()
+                        .is_some_and(|r| r.fqdn == format!("anypost.{other}"))
+                    && st.verification_failure.is_some(),
+                "not checked for {other} yet: {:?}",
+                st.verification_failure
+            );
+            Ok(st)
+        })
+        .await;
+        assert_eq!(st.state, Some(DomainState::Pending), "{st:#?}");
+        assert_eq!(st.last_verified_time, None, "{st:#?}");
+        assert_eq!(
+            st.verification_failure.as_ref().map(|f| f.code.as_str()),
+            Some("apex_cname_missing")
+        );
+        assert_eq!(condition(&st, "Ready").0, "False");
+        assert!(
+            st.dns_records
+                .iter()
+                .all(|r| r.fqdn.ends_with(&other) && r.state != Some(RecordState::Ok)),
+            "{:#?}",
+            st.dns_records
+        );
+        // The Secret belongs to the new object, and status publishes its keys.
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = s.ns.api();
+        let secret = eventually(WAIT, || async {
+            let secret = secrets.get("shop-dkim").await?;
+            let owners: Vec<String> = secret
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .map(|o| o.uid.clone())
+                .collect();
+            ensure!(owners == [new_uid.clone()], "owned by {owners:?}");
+            Ok(secret)
+        })
+        .await;
+        let data = secret.data.unwrap();
+        let dkim = st.dkim.as_ref().unwrap();
+        for sel in &dkim.selectors {
+            let pem = std::str::from_utf8(&data[&format!("{}.key", sel.name)].0).unwrap();
+            let key = anypost_operator::controller::dkim::parse_pem(pem).unwrap();
+            assert_eq!(key.public_key, sel.public_key, "{}", sel.name);
+            assert_eq!(key.bits, 1024, "{}", sel.name);
+        }
+        s.request_check();
+        let st = eventually(WAIT, || async {
+            let st = s.status().await?;
+            ensure!(
+                st.observed_verify_request.as_deref()
+                    == Some(s.verify_requests.to_string().as_str()),
+                "check not done yet"
+            );
+            Ok(st)
+        })
+        .await;
+        assert_eq!(st.state, Some(DomainState::Pending));
     }
 
     #[tokio::test]
