@@ -6,13 +6,13 @@
 //! Writes DIR/zone.db and DIR/queries.txt, prints `ready` once serving, and
 //! serves until killed.
 
-use anypost_operator::api::{
+use anypost_operator::adapters::dns::embedded::{DnsServer, ZoneHandle};
+use anypost_operator::core::api::{
     DkimStatus, SelectorState, SelectorStatus, SendingDomain, SendingDomainSpec,
     SendingDomainStatus, TrackingSpec,
 };
-use anypost_operator::cli::ZoneArgs;
-use anypost_operator::dns::{DnsServer, ZoneConfig, ZoneHandle, desired_zone};
-use anypost_operator::naming::{domain_id, token};
+use anypost_operator::core::naming::{domain_id, token};
+use anypost_operator::core::zone::{ZoneConfig, ZoneSettings, desired_zone};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -116,7 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = PathBuf::from(dir);
     let listen: SocketAddr = listen.parse()?;
 
-    let cfg = ZoneConfig::from_args(&ZoneArgs {
+    let cfg = ZoneConfig::new(&ZoneSettings {
         zone: ZONE.into(),
         mx_host: "bounce.anypost.example".into(),
         spf_include: "spf.anypost.example".into(),

@@ -3,5 +3,5 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    anypost_operator::cli::main(anypost_operator::cli::Cli::parse())
+    anypost_operator::app::cli::main(anypost_operator::app::cli::Cli::parse())
 }

@@ -1,13 +1,8 @@
-//! Logs, metrics and the health endpoints.
+//! Logs and the metrics registry: a leaf every layer above the core may use.
 //!
 //! Metric labels are fixed vocabularies (error categories, outcomes), never object
 //! names or error text, so label sets stay bounded however many domains there are.
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -15,9 +10,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Sets up `tracing` output.
@@ -47,10 +39,11 @@ pub struct SourceLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadyLabels {
     /// The Ready condition's status: True, False or Unknown.
-    pub ready: String,
+    pub ready: &'static str,
     /// Its reason, e.g. Verified, GracePeriod, Pending, ApexCnameMissing,
-    /// DomainConflict; NotReconciled before the first status.
-    pub reason: String,
+    /// DomainConflict; NotReconciled before the first status, Other for a reason
+    /// the operator does not write.
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -196,60 +189,4 @@ impl Metrics {
         encode(&mut out, &registry).expect("writing to a String cannot fail");
         out
     }
-}
-
-/// What /readyz reports: each part must be up.
-#[derive(Default)]
-pub struct Readiness {
-    /// The identity key is loaded.
-    pub identity: AtomicBool,
-    /// The zone has been built from a complete list of SendingDomains (and, for
-    /// the embedded backend, the DNS server is listening).
-    pub zone: AtomicBool,
-}
-
-impl Readiness {
-    pub fn ready(&self) -> bool {
-        self.identity.load(Ordering::Relaxed) && self.zone.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Clone)]
-struct HttpState {
-    metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
-}
-
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-}
-
-async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
-    if s.readiness.ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
-}
-
-/// Serves /metrics, /healthz and /readyz until the process ends.
-pub async fn serve_http(
-    listen: SocketAddr,
-    metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(self::metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(HttpState { metrics, readiness });
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "serving /metrics, /healthz and /readyz");
-    axum::serve(listener, app).await
 }

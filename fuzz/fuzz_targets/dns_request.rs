@@ -4,13 +4,12 @@
 //! UDP size, and nothing may panic.
 #![no_main]
 
-use anypost_operator::api::{
+use anypost_operator::core::api::{
     DkimStatus, SelectorState, SelectorStatus, SendingDomain, SendingDomainSpec,
     SendingDomainStatus, TrackingSpec,
 };
-use anypost_operator::cli::ZoneArgs;
-use anypost_operator::dns::server::{MAX_UDP_PAYLOAD, answer_raw};
-use anypost_operator::dns::{ZoneConfig, ZoneHandle, desired_zone};
+use anypost_operator::adapters::dns::embedded::{MAX_UDP_PAYLOAD, ZoneHandle, answer_raw};
+use anypost_operator::core::zone::{ZoneConfig, ZoneSettings, desired_zone};
 use hickory_net::xfer::Protocol;
 use hickory_proto::op::{Message, MessageType};
 use libfuzzer_sys::fuzz_target;
@@ -51,7 +50,7 @@ fn domain(name: &str, token: &str, key: &str, tracking: bool) -> SendingDomain {
 }
 
 static ZONE: LazyLock<ZoneHandle> = LazyLock::new(|| {
-    let cfg = ZoneConfig::from_args(&ZoneArgs {
+    let cfg = ZoneConfig::new(&ZoneSettings {
         zone: "z.example".into(),
         mx_host: "mx.example".into(),
         spf_include: "spf.example".into(),

@@ -4,7 +4,7 @@
 
 use crate::controller::{manifest, operator, wait_published};
 use crate::support::{TestNs, cluster, kubectl, kubectl_ok, kubectl_stdin, repo_root};
-use anypost_operator::api::SendingDomain;
+use anypost_operator::core::api::SendingDomain;
 use clap::Parser;
 use kube::Api;
 use std::path::PathBuf;
@@ -134,7 +134,7 @@ fn the_rendered_chart_is_accepted_and_its_flags_parse() {
         .map(|a| a.as_str().unwrap().to_string())
         .collect();
     let argv = std::iter::once("anypost-operator".to_string()).chain(args.clone());
-    if let Err(e) = anypost_operator::cli::Cli::try_parse_from(argv) {
+    if let Err(e) = anypost_operator::app::cli::Cli::try_parse_from(argv) {
         panic!("the chart passes flags the binary refuses: {e}\nargs: {args:?}");
     }
     // Secure defaults.
@@ -245,8 +245,8 @@ async fn the_chart_rbac_is_enough_to_run_the_operator() {
 /// families of the DNS server and the RFC2136 sync are private to them and show
 /// only once used, so they are not listed: a rule on them needs this extended.
 fn exported_metric_names() -> std::collections::BTreeSet<String> {
-    use anypost_operator::dns::rfc2136::SyncMetrics;
-    use anypost_operator::dns::server::DnsMetrics;
+    use anypost_operator::adapters::dns::embedded::DnsMetrics;
+    use anypost_operator::adapters::dns::rfc2136::SyncMetrics;
     use anypost_operator::telemetry::{
         ErrorLabels, Metrics, OutcomeLabels, ReadyLabels, SourceLabels,
     };
@@ -263,8 +263,8 @@ fn exported_metric_names() -> std::collections::BTreeSet<String> {
     metrics
         .domains
         .get_or_create(&ReadyLabels {
-            ready: "True".into(),
-            reason: "Verified".into(),
+            ready: "True",
+            reason: "Verified",
         })
         .set(1);
     metrics

@@ -9,9 +9,10 @@
 use crate::support::dns_topology::free_port;
 use crate::support::{Operator, TestNs, eventually, metric, random_suffix};
 use anyhow::{Context as _, anyhow, ensure};
-use anypost_operator::api::{DomainState, Purpose, SelectorState, SendingDomain};
-use anypost_operator::controller::{dkim, leader};
-use anypost_operator::naming;
+use anypost_operator::adapters::kube::leader;
+use anypost_operator::core::api::{DomainState, Purpose, SelectorState, SendingDomain};
+use anypost_operator::core::dkim;
+use anypost_operator::core::naming;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -492,7 +493,7 @@ async fn delete_and_reapply_gives_the_same_targets() {
     ns.kubectl(&["delete", "sd", "stable", "--wait=true"]);
     ns.apply_ok(&m);
     let after = wait_published(&api, "stable").await.status.unwrap();
-    let values = |s: &anypost_operator::api::SendingDomainStatus| {
+    let values = |s: &anypost_operator::core::api::SendingDomainStatus| {
         s.dns_records
             .iter()
             .map(|r| (r.name.clone(), r.value.clone()))

@@ -4,7 +4,7 @@
 //! the operator relies on.
 
 use crate::support::{TestNs, eventually, kubectl_ok, repo_root};
-use anypost_operator::api::{
+use anypost_operator::core::api::{
     DkimSpec, DomainState, SendingDomain, SendingDomainSpec, TrackingSpec,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};

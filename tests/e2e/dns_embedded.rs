@@ -3,13 +3,13 @@
 //! SendingDomains with the same code the operator runs, and republished directly.
 
 use crate::support::eventually;
-use anypost_operator::api::{
+use anypost_operator::adapters::dns::embedded::{DnsServer, ZoneHandle};
+use anypost_operator::core::api::{
     DkimStatus, SelectorState, SelectorStatus, SendingDomain, SendingDomainSpec,
     SendingDomainStatus, TrackingSpec,
 };
-use anypost_operator::cli::ZoneArgs;
-use anypost_operator::dns::{DnsServer, ZoneConfig, ZoneHandle, desired_zone};
-use anypost_operator::naming::domain_id;
+use anypost_operator::core::naming::domain_id;
+use anypost_operator::core::zone::{ZoneConfig, ZoneSettings, desired_zone};
 use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
@@ -41,7 +41,7 @@ const KEY_4096: &str = concat!(
 );
 
 fn config() -> ZoneConfig {
-    ZoneConfig::from_args(&ZoneArgs {
+    ZoneConfig::new(&ZoneSettings {
         zone: ZONE.into(),
         mx_host: "bounce.anypost.example".into(),
         spf_include: "spf.anypost.example".into(),
@@ -599,7 +599,7 @@ async fn status_of(
     let id = status
         .id
         .ok_or_else(|| anyhow::anyhow!("no status.id yet"))?;
-    let token = anypost_operator::naming::token_from_id(&id)
+    let token = anypost_operator::core::naming::token_from_id(&id)
         .ok_or_else(|| anyhow::anyhow!("status.id {id} is not a domain id"))?
         .to_string();
     let keys = status
@@ -616,12 +616,18 @@ async fn the_watch_serves_status_writes_and_forgets_deleted_domains() {
     use kube::api::{DeleteParams, Patch, PatchParams};
     let ns = crate::support::TestNs::new("dns-watch").await;
     let s = start(&[], &[]);
-    let watch = tokio::spawn(anypost_operator::dns::watch_domains(
-        ns.client.clone(),
+    let selector = format!("anypost.com/e2e-run={}", ns.name);
+    let (domains, drive) =
+        anypost_operator::adapters::kube::Domains::start(ns.client.clone(), Some(&selector));
+    let publishing = anypost_operator::adapters::dns::embedded::keep_publishing(
+        domains,
         config(),
         s.handle.clone(),
-        Some(format!("anypost.com/e2e-run={}", ns.name)),
-    ));
+        || {},
+    );
+    let watch = tokio::spawn(async move {
+        tokio::join!(drive, publishing);
+    });
     let domain = format!("{}.watch.example", ns.name);
     ns.apply_ok(&format!(
         "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: watched\n  labels:\n    anypost.com/e2e-run: {}\nspec:\n  domain: {domain}\n  tracking:\n    subdomain: track\n",

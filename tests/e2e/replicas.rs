@@ -10,7 +10,7 @@ use crate::controller::{ZONE, manifest, operator_args_with, wait_published};
 use crate::support::dns_topology::free_port;
 use crate::support::{Operator, TestNs, eventually, http_get, metric};
 use anyhow::{Context as _, ensure};
-use anypost_operator::api::SendingDomain;
+use anypost_operator::core::api::SendingDomain;
 use kube::api::Api;
 use std::net::SocketAddr;
 use std::process::Command;

@@ -12,7 +12,7 @@ use crate::controller::{
 use crate::support::bind_rfc2136::{BindPrimary, KEY_NAME};
 use crate::support::{Operator, TestNs, eventually, metric};
 use anyhow::{anyhow, ensure};
-use anypost_operator::api::SendingDomain;
+use anypost_operator::core::api::SendingDomain;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::DeleteParams;
@@ -371,7 +371,7 @@ async fn rfc2136_missing_flags_stop_the_operator_with_the_flag_named() {
     .await;
     let logs = op.logs();
     assert!(
-        logs.contains("--tsig-key-name: required with --zone-backend rfc2136"),
+        logs.contains("--tsig-key-name: required for the rfc2136 backend"),
         "{logs}"
     );
 }
@@ -382,20 +382,23 @@ async fn rfc2136_missing_flags_stop_the_operator_with_the_flag_named() {
 /// again in batches of deletes.
 #[tokio::test]
 async fn rfc2136_large_zones_go_in_batches_and_come_back_whole() {
-    use anypost_operator::cli::{Rfc2136Args, ZoneArgs};
-    use anypost_operator::dns::rfc2136::{Rfc2136Config, Server, sync_once};
-    use anypost_operator::dns::zone::{RData, RecordType, RrSet, ZoneConfig, dkim_text};
+    use anypost_operator::adapters::dns::rfc2136::{
+        Rfc2136Config, Rfc2136Settings, Server, sync_once,
+    };
+    use anypost_operator::core::zone::{
+        RData, RecordType, RrSet, ZoneConfig, ZoneSettings, dkim_text,
+    };
 
     let bind = BindPrimary::start(ZONE).await;
-    let config = Rfc2136Config::from_args(&Rfc2136Args {
-        rfc2136_server: Some(bind.addr()),
-        tsig_key_name: Some(KEY_NAME.into()),
-        tsig_secret_file: Some(bind.secret_file()),
-        tsig_algorithm: "hmac-sha256".into(),
-        rfc2136_resync: Duration::from_secs(300),
+    let config = Rfc2136Config::new(&Rfc2136Settings {
+        server: Some(bind.addr()),
+        key_name: Some(KEY_NAME.into()),
+        secret_file: Some(bind.secret_file()),
+        algorithm: "hmac-sha256".into(),
+        resync: Duration::from_secs(300),
     })
     .unwrap();
-    let cfg = ZoneConfig::from_args(&ZoneArgs {
+    let cfg = ZoneConfig::new(&ZoneSettings {
         zone: ZONE.into(),
         mx_host: "mx.anypost.test".into(),
         spf_include: "spf.anypost.test".into(),

@@ -10,10 +10,10 @@ use crate::controller::{ZONE, operator_args_with};
 use crate::support::dns_topology::{DnsTopology, OperatorZone, ZoneFile, free_port};
 use crate::support::{Operator, TestNs, eventually, random_suffix};
 use anyhow::{Context as _, ensure};
-use anypost_operator::api::{
+use anypost_operator::core::api::{
     DomainState, Purpose, RecordState, SelectorState, SendingDomain, SendingDomainStatus,
 };
-use anypost_operator::controller::dkim;
+use anypost_operator::core::dkim;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use std::net::SocketAddr;

@@ -4,9 +4,11 @@
 //! code, the per-record state and the whole message.
 
 use crate::support::dns_topology::{DnsTopology, OperatorZone, ZoneFile, txt_strings};
-use anypost_operator::api::{DnsRecord, RecordState};
-use anypost_operator::naming::{self, SendingName};
-use anypost_operator::verify::{Expected, Outcome, Resolver, Verdict, verify};
+use anypost_operator::adapters::resolver::{Resolver, verify};
+use anypost_operator::core::api::{DnsRecord, RecordState};
+use anypost_operator::core::naming::{self, SendingName};
+use anypost_operator::core::verify::{Expected, Outcome, Verdict};
+use anypost_operator::core::vocab::BySelector;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -59,10 +61,7 @@ impl Domain {
                 mx_host: Some(MX.into()),
                 spf_include: Some(SPF.into()),
                 tracking_host: Some(TRACKING_HOST.into()),
-                dkim_keys: BTreeMap::from([
-                    ("anypost1".to_string(), key(1)),
-                    ("anypost2".to_string(), key(2)),
-                ]),
+                dkim_keys: BySelector([Some(key(1)), Some(key(2))]),
             },
             token,
         }
@@ -504,7 +503,7 @@ async fn a_tracking_failure_leaves_the_verdict_alone() {
     assert_eq!(o.records[3].state, Some(RecordState::Missing));
     match &o.tracking {
         Some(Verdict::Failed(f)) => {
-            assert_eq!(f.code, "tracking_cname_missing");
+            assert_eq!(f.code.as_str(), "tracking_cname_missing");
             assert_eq!(
                 f.message,
                 format!(
@@ -625,12 +624,12 @@ async fn the_check_command_prints_records_and_exits_by_verdict() {
 /// production, instead of the BIND stand-in.
 mod embedded {
     use super::*;
-    use anypost_operator::api::{
+    use anypost_operator::adapters::dns::embedded::{DnsServer, ZoneHandle};
+    use anypost_operator::core::api::{
         DkimStatus, SelectorState, SelectorStatus, SendingDomain, SendingDomainSpec,
         SendingDomainStatus, TrackingSpec,
     };
-    use anypost_operator::cli::ZoneArgs;
-    use anypost_operator::dns::{DnsServer, ZoneConfig, ZoneHandle, desired_zone};
+    use anypost_operator::core::zone::{ZoneConfig, ZoneSettings, desired_zone};
     use std::net::SocketAddr;
 
     fn sending_domain(d: &Domain, tracking: bool) -> SendingDomain {
@@ -671,7 +670,7 @@ mod embedded {
 
     /// Serves `domains` from the embedded server on a free loopback port.
     async fn serve(domains: &[SendingDomain]) -> SocketAddr {
-        let cfg = ZoneConfig::from_args(&ZoneArgs {
+        let cfg = ZoneConfig::new(&ZoneSettings {
             zone: ZONE.into(),
             mx_host: MX.into(),
             spf_include: SPF.into(),
@@ -740,7 +739,7 @@ mod through_the_operator {
     use crate::support::dns_topology::free_port;
     use crate::support::{Operator, TestNs, eventually, random_suffix};
     use anyhow::{Context as _, ensure};
-    use anypost_operator::api::{DomainState, SendingDomain, SendingDomainStatus};
+    use anypost_operator::core::api::{DomainState, SendingDomain, SendingDomainStatus};
     use kube::Api;
     use std::net::SocketAddr;
     use std::time::Instant;
@@ -850,7 +849,7 @@ mod through_the_operator {
         async fn publish(&self, st: &SendingDomainStatus, verification: Option<String>) {
             let mut zone = ZoneFile::new("example.com");
             for r in &st.dns_records {
-                if r.purpose == anypost_operator::api::Purpose::Verification {
+                if r.purpose == anypost_operator::core::api::Purpose::Verification {
                     if let Some(line) = &verification {
                         zone.add(line.clone());
                     }
@@ -958,7 +957,7 @@ mod through_the_operator {
         // stays verified and Ready.
         let mut zone = ZoneFile::new("example.com");
         for r in &st.dns_records {
-            if r.purpose != anypost_operator::api::Purpose::Tracking {
+            if r.purpose != anypost_operator::core::api::Purpose::Tracking {
                 zone.add(format!("{}. IN CNAME {}.", r.fqdn, r.value));
             }
         }
@@ -1075,7 +1074,7 @@ mod through_the_operator {
         let dkim = st.dkim.as_ref().unwrap();
         for sel in &dkim.selectors {
             let pem = std::str::from_utf8(&data[&format!("{}.key", sel.name)].0).unwrap();
-            let key = anypost_operator::controller::dkim::parse_pem(pem).unwrap();
+            let key = anypost_operator::core::dkim::parse_pem(pem).unwrap();
             assert_eq!(key.public_key, sel.public_key, "{}", sel.name);
             assert_eq!(key.bits, 1024, "{}", sel.name);
         }
@@ -1168,7 +1167,7 @@ mod through_the_operator {
 #[tokio::test]
 async fn the_check_command_reads_the_cluster() {
     use crate::support::{TestNs, cluster};
-    use anypost_operator::api::SendingDomain;
+    use anypost_operator::core::api::SendingDomain;
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
     use kube::Api;

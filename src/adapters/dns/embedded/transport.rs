@@ -1,0 +1,169 @@
+//! The embedded server's sockets: UDP queries are received, answered and sent in
+//! one loop per core with no task or channel per query (hickory-server's UDP
+//! transport spawned a task per packet and sent through a channel, which cost about
+//! a third of the throughput); TCP and zone transfers go through hickory-server.
+
+use super::answer::{Responder, answer};
+use super::zone_handle::ZoneHandle;
+use crate::adapters::dns::Error;
+use hickory_net::xfer::Protocol;
+use ipnet::IpNet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+use tracing::debug;
+
+/// Largest UDP response, whatever the client offers: the DNS Flag Day 2020 size,
+/// which avoids IP fragmentation. Larger answers are truncated (TC) and the client
+/// retries over TCP.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// Idle TCP connections are closed after this.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages a TCP connection may queue: a whole zone transfer is queued before it
+/// is written, so this bounds the zone size AXFR can serve.
+const TCP_RESPONSE_BUFFER: usize = 4096;
+
+/// The embedded server, bound but not yet serving (so a caller binding port 0
+/// learns the port first).
+pub struct DnsServer {
+    udp: UdpSocket,
+    tcp: TcpListener,
+    addr: SocketAddr,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on `listen`. With port 0 both get the same free port.
+    pub async fn bind(listen: SocketAddr) -> Result<DnsServer, Error> {
+        let mut attempts = 0;
+        loop {
+            let udp = UdpSocket::bind(listen)
+                .await
+                .map_err(|source| Error::Bind {
+                    addr: listen,
+                    protocol: "udp",
+                    source,
+                })?;
+            let addr = udp.local_addr().map_err(|source| Error::Bind {
+                addr: listen,
+                protocol: "udp",
+                source,
+            })?;
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => return Ok(DnsServer { udp, tcp, addr }),
+                Err(e)
+                    if listen.port() == 0
+                        && e.kind() == std::io::ErrorKind::AddrInUse
+                        && attempts < 20 =>
+                {
+                    attempts += 1;
+                }
+                Err(source) => {
+                    return Err(Error::Bind {
+                        addr,
+                        protocol: "tcp",
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The address both sockets are bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Answers queries from `handle` until `shutdown` completes. AXFR is served
+    /// (over TCP) to clients in `allow_axfr` and refused to everyone else.
+    pub async fn run(
+        self,
+        handle: ZoneHandle,
+        allow_axfr: Vec<IpNet>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let addr = self.addr;
+        let responder = Arc::new(Responder::new(handle.clone(), allow_axfr.clone()));
+        let serve_error = |e: std::io::Error| Error::Serve {
+            addr,
+            source: hickory_net::NetError::from(e),
+        };
+        // UDP: one receive loop per core, each on its own copy of the socket.
+        let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let std_udp = self.udp.into_std().map_err(serve_error)?;
+        let mut udp = tokio::task::JoinSet::new();
+        for _ in 0..loops {
+            let socket = UdpSocket::from_std(std_udp.try_clone().map_err(serve_error)?)
+                .map_err(serve_error)?;
+            udp.spawn(serve_udp(socket, responder.clone()));
+        }
+        drop(std_udp);
+        // TCP (and zone transfers) through hickory's server.
+        let mut server = hickory_server::Server::new(Responder::new(handle, allow_axfr));
+        server.register_listener(self.tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        let token = server.shutdown_token().clone();
+        tokio::select! {
+            result = server.block_until_done() => result.map_err(|source| Error::Serve { addr, source }),
+            Some(result) = udp.join_next() => match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(serve_error(e)),
+                Err(e) => Err(serve_error(std::io::Error::other(e))),
+            },
+            () = shutdown => {
+                token.cancel();
+                udp.abort_all();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Binds `listen` (UDP and TCP) and serves the zone in `handle` until `shutdown`.
+pub async fn serve(
+    handle: ZoneHandle,
+    listen: SocketAddr,
+    allow_axfr: Vec<IpNet>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    DnsServer::bind(listen)
+        .await?
+        .run(handle, allow_axfr, shutdown)
+        .await
+}
+
+/// Answers UDP queries on `socket` until it fails: receive, answer and send in
+/// one task, with no task or channel per query (the server runs one such loop
+/// per core, on copies of the same socket).
+async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>) -> std::io::Result<()> {
+    // Queries are small; 4096 bytes also holds any UDP query a client sends.
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (len, src) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            // The socket itself is gone: the server stops (and the process with it).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotConnected | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return Err(e);
+            }
+            // E.g. an ICMP error from an earlier send, reported on this socket.
+            Err(error) => {
+                debug!(%error, "receiving a UDP query failed");
+                continue;
+            }
+        };
+        // Nothing can be sent back to these.
+        if src.port() == 0 || src.ip().is_unspecified() || src.ip().is_multicast() {
+            continue;
+        }
+        for reply in answer(&responder, buf[..len].to_vec(), src, Protocol::Udp).await {
+            if let Err(error) = socket.send_to(&reply, src).await {
+                debug!(%error, %src, "sending a DNS response failed");
+            }
+        }
+    }
+}

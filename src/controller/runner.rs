@@ -1,0 +1,205 @@
+//! Runs the controller while this replica leads: one kube-runtime controller per
+//! leadership term, fed by the shared SendingDomain cache and by a watch of the
+//! operator's own DKIM Secrets; and the count of SendingDomains by Ready.
+
+use super::reconcile::reconcile;
+use super::{Context, Error};
+use crate::adapters::kube::writes::WriteError;
+use crate::core::api::{MANAGED_BY_LABEL, MANAGER, SendingDomain};
+use crate::core::status::conditions;
+use crate::core::vocab::{ConditionStatus, ConditionType, Reason};
+use crate::telemetry::{ErrorLabels, Metrics, ReadyLabels};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long a failed reconcile waits before the next attempt.
+pub const ERROR_REQUEUE: Duration = Duration::from_secs(10);
+/// How often `anypost_sendingdomains` is recounted.
+pub const COUNT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Runs a controller during each term this replica leads (all the time when
+/// `leader` never changes from true), until the leader channel closes.
+pub async fn run(ctx: Arc<Context>, mut leader: watch::Receiver<bool>) {
+    loop {
+        while !*leader.borrow_and_update() {
+            if leader.changed().await.is_err() {
+                return;
+            }
+        }
+        ctx.metrics.leader.set(1);
+        tracing::info!("starting the controller");
+        tokio::select! {
+            () = term(ctx.clone()) => {}
+            () = async {
+                while *leader.borrow_and_update() {
+                    if leader.changed().await.is_err() {
+                        futures::future::pending::<()>().await;
+                    }
+                }
+            } => tracing::warn!("stopped the controller: no longer the leader"),
+        }
+        ctx.metrics.leader.set(0);
+        // Only the leader counts SendingDomains, so a sum over replicas is right.
+        ctx.metrics.domains.clear();
+    }
+}
+
+/// One leadership term: a controller reconciling every SendingDomain once, then
+/// each one that changes (or whose Secret or rival claim changes).
+async fn term(ctx: Arc<Context>) {
+    // Claims are judged against the cache: never before it holds a full list.
+    if !ctx.domains.ready().await {
+        return;
+    }
+    // The operator's own Secrets, watched whole (not just metadata) so that a
+    // reconcile in steady state reads its keys from memory instead of the API.
+    let secrets: Api<Secret> = Api::all(ctx.client.clone());
+    let (secret_store, secret_writer) = reflector::store();
+    let secret_events = watcher::watcher(
+        secrets,
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
+    )
+    .default_backoff()
+    .modify(|s: &mut Secret| s.managed_fields_mut().clear())
+    .reflect(secret_writer)
+    .touched_objects();
+    ctx.use_secrets(secret_store);
+    let store = ctx.domains.store();
+    let controller = Controller::for_shared_stream(ctx.domains.subscribe(), store.clone())
+        .owns_stream(secret_events)
+        .reconcile_all_on(futures::stream::once(std::future::ready(())))
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+    tokio::select! {
+        () = controller => {}
+        () = count_domains(store, ctx.metrics.clone()) => {}
+    }
+}
+
+fn error_policy(sd: Arc<SendingDomain>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            category: err.category(),
+        })
+        .inc();
+    if let Error::Write(WriteError::Superseded { .. }) = err {
+        // Not a failure: the object that replaced it has its own reconcile.
+        tracing::info!(
+            namespace = %sd.namespace().unwrap_or_default(),
+            name = %sd.name_any(),
+            error = %err,
+            "write refused: the object changed identity"
+        );
+        return Action::await_change();
+    }
+    tracing::warn!(
+        namespace = %sd.namespace().unwrap_or_default(),
+        name = %sd.name_any(),
+        category = err.category(),
+        error = %err,
+        "reconcile failed"
+    );
+    Action::requeue(ERROR_REQUEUE)
+}
+
+/// Keeps `anypost_sendingdomains` up to date from the cache.
+async fn count_domains(store: Store<SendingDomain>, metrics: Arc<Metrics>) {
+    let mut shown: Vec<ReadyLabels> = Vec::new();
+    loop {
+        let counts = count_by_ready(&store.state());
+        for gone in shown.iter().filter(|l| !counts.contains_key(*l)) {
+            metrics.domains.remove(gone);
+        }
+        for (labels, n) in &counts {
+            metrics.domains.get_or_create(labels).set(*n);
+        }
+        shown = counts.into_keys().collect();
+        tokio::time::sleep(COUNT_INTERVAL).await;
+    }
+}
+
+/// SendingDomains counted by their Ready condition's status and reason. Only the
+/// operator's own vocabulary becomes a label value: whoever can write status
+/// cannot grow the label set.
+pub fn count_by_ready(domains: &[Arc<SendingDomain>]) -> HashMap<ReadyLabels, i64> {
+    let mut counts = HashMap::new();
+    for d in domains {
+        let ready = d
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, ConditionType::Ready));
+        let labels = match ready {
+            Some(c) => ReadyLabels {
+                ready: ConditionStatus::parse(&c.status)
+                    .unwrap_or(ConditionStatus::Unknown)
+                    .as_str(),
+                reason: Reason::parse(&c.reason).map_or("Other", Reason::as_str),
+            },
+            None => ReadyLabels {
+                ready: ConditionStatus::Unknown.as_str(),
+                reason: "NotReconciled",
+            },
+        };
+        *counts.entry(labels).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::api::{SendingDomainSpec, SendingDomainStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn domain(ready: Option<(&str, &str)>) -> Arc<SendingDomain> {
+        let mut sd = SendingDomain::new(
+            "d",
+            SendingDomainSpec {
+                domain: "example.com".into(),
+                dkim: None,
+                tracking: None,
+            },
+        );
+        sd.status = ready.map(|(status, reason)| SendingDomainStatus {
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: status.into(),
+                reason: reason.into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: Time(jiff::Timestamp::now()),
+            }],
+            ..Default::default()
+        });
+        Arc::new(sd)
+    }
+
+    #[test]
+    fn domains_are_counted_by_ready_status_and_reason() {
+        let counts = count_by_ready(&[
+            domain(Some(("True", "Verified"))),
+            domain(Some(("True", "Verified"))),
+            domain(Some(("False", "DomainConflict"))),
+            domain(None),
+            // Written by someone else: counted, but never as a label of its own.
+            domain(Some(("Maybe", "Anything-at-all"))),
+        ]);
+        let n = |ready: &'static str, reason: &'static str| {
+            counts.get(&ReadyLabels { ready, reason }).copied()
+        };
+        assert_eq!(n("True", "Verified"), Some(2));
+        assert_eq!(n("False", "DomainConflict"), Some(1));
+        assert_eq!(n("Unknown", "NotReconciled"), Some(1));
+        assert_eq!(n("Unknown", "Other"), Some(1));
+        assert_eq!(counts.len(), 4);
+    }
+}
