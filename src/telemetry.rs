@@ -71,7 +71,6 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("anypost");
         let m = Metrics {
             reconciles: Counter::default(),
             reconcile_errors: Family::default(),
@@ -85,72 +84,75 @@ impl Default for Metrics {
             check_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             leader: Gauge::default(),
             domains: Family::default(),
-            registry: Default::default(),
+            registry: std::sync::RwLock::new(Registry::with_prefix("anypost")),
         };
-        registry.register(
+        m.register(|r| m.register_own(r));
+        m
+    }
+}
+
+impl Metrics {
+    fn register_own(&self, r: &mut Registry) {
+        r.register(
             "reconciles",
             "SendingDomain reconciles",
-            m.reconciles.clone(),
+            self.reconciles.clone(),
         );
-        registry.register(
+        r.register(
             "reconcile_errors",
             "Failed reconciles by error category",
-            m.reconcile_errors.clone(),
+            self.reconcile_errors.clone(),
         );
-        registry.register(
+        r.register(
             "reconcile_duration_seconds",
             "Time per reconcile",
-            m.reconcile_seconds.clone(),
+            self.reconcile_seconds.clone(),
         );
-        registry.register(
+        r.register(
             "status_writes",
             "Status patches written",
-            m.status_writes.clone(),
+            self.status_writes.clone(),
         );
-        registry.register(
+        r.register(
             "secret_writes",
             "DKIM Secret writes",
-            m.secret_writes.clone(),
+            self.secret_writes.clone(),
         );
-        registry.register(
+        r.register(
             "secret_reads",
             "DKIM Secret reads by reconcile, from the watch cache or the API",
-            m.secret_reads.clone(),
+            self.secret_reads.clone(),
         );
-        registry.register(
+        r.register(
             "dkim_keys_generated",
             "DKIM keys generated",
-            m.keys_generated.clone(),
+            self.keys_generated.clone(),
         );
-        registry.register(
+        r.register(
             "dkim_key_generation_seconds",
             "Time to generate one DKIM key",
-            m.key_generation_seconds.clone(),
+            self.key_generation_seconds.clone(),
         );
-        registry.register(
+        r.register(
             "verification_checks",
             "Verification checks by outcome",
-            m.checks.clone(),
+            self.checks.clone(),
         );
-        registry.register(
+        r.register(
             "verification_check_duration_seconds",
             "Time to check one domain's records",
-            m.check_seconds.clone(),
+            self.check_seconds.clone(),
         );
-        registry.register(
+        r.register(
             "leader",
             "1 while this replica holds the leader lease",
-            m.leader.clone(),
+            self.leader.clone(),
         );
-        registry.register(
+        r.register(
             "sendingdomains",
             "SendingDomains by their Ready condition (status and reason); exported by the leader, refreshed every 10 s",
-            m.domains.clone(),
+            self.domains.clone(),
         );
-        Metrics {
-            registry: std::sync::RwLock::new(registry),
-            ..m
-        }
     }
 }
 

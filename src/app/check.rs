@@ -64,33 +64,12 @@ struct FromCluster {
 async fn run(args: CheckArgs) -> Result<(String, Verdict), String> {
     let name = SendingName::parse(&args.domain).map_err(|e| e.to_string())?;
     let (token, cluster) = match (&args.token, &args.namespace) {
-        (Some(t), _) => {
-            let t = t.trim().to_ascii_lowercase();
-            let t = naming::token_from_id(&t)
-                .map(str::to_string)
-                .unwrap_or(t.clone());
-            if t.len() != naming::TOKEN_LEN
-                || !t
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
-            {
-                return Err(format!(
-                    "--token {t:?} is not a token: {} base32 characters (the part of status.id after {})",
-                    naming::TOKEN_LEN,
-                    naming::ID_PREFIX
-                ));
-            }
-            let notes = vec![
+        (Some(t), _) => (given_token(t)?, FromCluster {
+            notes: vec![
                 "DKIM keys not compared: with --token the expected keys are unknown (use --namespace with cluster access to compare them)".to_string(),
-            ];
-            (
-                t,
-                FromCluster {
-                    notes,
-                    ..Default::default()
-                },
-            )
-        }
+            ],
+            ..Default::default()
+        }),
         (None, Some(ns)) => from_cluster(&args, &name, ns).await?,
         (None, None) => {
             return Err(
@@ -99,7 +78,6 @@ async fn run(args: CheckArgs) -> Result<(String, Verdict), String> {
             );
         }
     };
-
     let tracking = args.tracking.clone().or(cluster.tracking.clone());
     let records = naming::customer_records(&name, &token, &args.zone, tracking.as_deref());
     let expected = Expected {
@@ -110,7 +88,34 @@ async fn run(args: CheckArgs) -> Result<(String, Verdict), String> {
         dkim_keys: cluster.dkim_keys.clone(),
     };
     let mut notes = cluster.notes;
-    for (var, set, consequence) in [
+    notes.extend(unset_hosts(&expected, tracking.is_some()));
+    let resolver =
+        Resolver::new(&args.resolvers, args.resolver_timeout).map_err(|e| e.to_string())?;
+    let outcome = verify(&resolver, &records, &expected).await;
+    let verdict = outcome.verdict.clone();
+    Ok((render(&name.domain, &outcome, &notes), verdict))
+}
+
+/// The token given with `--token` (or a whole `status.id`), checked.
+fn given_token(t: &str) -> Result<String, String> {
+    let t = t.trim().to_ascii_lowercase();
+    let t = naming::token_from_id(&t).map(str::to_string).unwrap_or(t);
+    let base32 = t
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
+    if t.len() != naming::TOKEN_LEN || !base32 {
+        return Err(format!(
+            "--token {t:?} is not a token: {} base32 characters (the part of status.id after {})",
+            naming::TOKEN_LEN,
+            naming::ID_PREFIX
+        ));
+    }
+    Ok(t)
+}
+
+/// Notes for the hosts not given: what counts at the target instead.
+fn unset_hosts(expected: &Expected, tracking: bool) -> Vec<String> {
+    [
         ("--mx-host", expected.mx_host.is_some(), "any MX"),
         (
             "--spf-include",
@@ -119,19 +124,14 @@ async fn run(args: CheckArgs) -> Result<(String, Verdict), String> {
         ),
         (
             "--tracking-host",
-            expected.tracking_host.is_some() || tracking.is_none(),
+            expected.tracking_host.is_some() || !tracking,
             "any tracking CNAME",
         ),
-    ] {
-        if !set {
-            notes.push(format!("{var} not set: {consequence} at the target counts"));
-        }
-    }
-    let resolver =
-        Resolver::new(&args.resolvers, args.resolver_timeout).map_err(|e| e.to_string())?;
-    let outcome = verify(&resolver, &records, &expected).await;
-    let verdict = outcome.verdict.clone();
-    Ok((render(&name.domain, &outcome, &notes), verdict))
+    ]
+    .into_iter()
+    .filter(|(_, set, _)| !set)
+    .map(|(flag, _, consequence)| format!("{flag} not set: {consequence} at the target counts"))
+    .collect()
 }
 
 /// Reads the identity key and, if present, the domain's SendingDomain.
@@ -161,41 +161,59 @@ async fn from_cluster(
         )
     })?;
     let token = naming::token(&key, ns, &name.domain);
-
-    let mut found = FromCluster::default();
     let domains: Api<SendingDomain> = Api::namespaced(client, ns);
-    match domains.list(&Default::default()).await {
-        Ok(list) => match list
+    let found = match domains.list(&Default::default()).await {
+        Ok(list) => list
             .items
             .into_iter()
             .find(|d| d.spec.domain == name.domain)
-        {
-            Some(sd) => {
-                found.tracking = sd.tracking_subdomain().map(str::to_string);
-                if let Some(dkim) = sd.status.and_then(|s| s.dkim) {
-                    for s in dkim.selectors {
-                        if let Some(sel) = Selector::parse(&s.name) {
-                            found.dkim_keys[sel] = Some(s.public_key);
-                        }
-                    }
-                }
-                if found.dkim_keys.0.iter().all(Option::is_none) {
-                    found.notes.push(
-                        "DKIM keys not compared: the SendingDomain has no keys in its status yet"
-                            .into(),
-                    );
-                }
-            }
-            None => found.notes.push(format!(
-                "DKIM keys not compared: no SendingDomain for {} in namespace {ns}",
-                name.domain
-            )),
-        },
-        Err(e) => found.notes.push(format!(
+            .map_or_else(
+                || {
+                    FromCluster::noted(format!(
+                        "DKIM keys not compared: no SendingDomain for {} in namespace {ns}",
+                        name.domain
+                    ))
+                },
+                FromCluster::of,
+            ),
+        Err(e) => FromCluster::noted(format!(
             "DKIM keys not compared: listing SendingDomains in {ns} failed: {e}"
         )),
-    }
+    };
     Ok((token, found))
+}
+
+impl FromCluster {
+    fn noted(note: String) -> Self {
+        FromCluster {
+            notes: vec![note],
+            ..Default::default()
+        }
+    }
+
+    /// The tracking subdomain and DKIM keys of the domain's SendingDomain.
+    fn of(sd: SendingDomain) -> Self {
+        let mut found = FromCluster {
+            tracking: sd.tracking_subdomain().map(str::to_string),
+            ..Default::default()
+        };
+        for s in sd
+            .status
+            .and_then(|s| s.dkim)
+            .map(|d| d.selectors)
+            .unwrap_or_default()
+        {
+            if let Some(sel) = Selector::parse(&s.name) {
+                found.dkim_keys[sel] = Some(s.public_key);
+            }
+        }
+        if found.dkim_keys.0.iter().all(Option::is_none) {
+            found.notes.push(
+                "DKIM keys not compared: the SendingDomain has no keys in its status yet".into(),
+            );
+        }
+        found
+    }
 }
 
 fn state_str(s: Option<RecordState>) -> &'static str {

@@ -105,18 +105,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (domains, watch_domains) = Domains::start(client.clone(), args.selector.as_deref());
     let watch_domains = tokio::spawn(watch_domains);
     // One election for every writer: the controller and the RFC2136 sync.
-    let (leader_tx, leader_rx) = watch::channel(!args.leader_election);
-    let election = args.leader_election.then(|| {
-        let identity = std::env::var("POD_NAME")
-            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-        let task = tokio::spawn(leader::run(
-            client.clone(),
-            namespace.clone(),
-            identity.clone(),
-            leader_tx,
-        ));
-        (identity, task)
-    });
+    let (leader_rx, election) = elect(&args, &client, &namespace);
     let (publisher, zone_task) = start_zone(
         &args,
         plan.zone,
@@ -153,6 +142,32 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Starts the leader election (unless it is off: then this replica always
+/// leads). Returns whether this replica leads, and the election's identity and
+/// task.
+fn elect(
+    args: &RunArgs,
+    client: &Client,
+    namespace: &str,
+) -> (
+    watch::Receiver<bool>,
+    Option<(String, tokio::task::JoinHandle<()>)>,
+) {
+    let (leader_tx, leader_rx) = watch::channel(!args.leader_election);
+    let election = args.leader_election.then(|| {
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+        let task = tokio::spawn(leader::run(
+            client.clone(),
+            namespace.to_string(),
+            identity.clone(),
+            leader_tx,
+        ));
+        (identity, task)
+    });
+    (leader_rx, election)
 }
 
 async fn release(client: Client, namespace: &str, identity: &str) {

@@ -82,6 +82,18 @@ pub(super) async fn store(
         ctx.metrics.secret_writes.inc();
         crash_point("dkim-secret");
     }
+    let events = key_events(&read, &name, sd.key_bits());
+    let status = read.plan.status(&name, &keys);
+    Ok(Stored::Keys(Box::new(Keys {
+        keys,
+        plan: read.plan,
+        status,
+        events,
+    })))
+}
+
+/// The Events about the keys: what the plan noted, and the first keys made.
+fn key_events(read: &Read, secret: &str, bits: u32) -> Vec<Event> {
     let mut events: Vec<Event> = read
         .plan
         .notes
@@ -97,18 +109,11 @@ pub(super) async fn store(
             warning: false,
             reason: EventReason::KeysGenerated,
             message: format!(
-                "generated {}-bit DKIM keys for anypost1 and anypost2 in Secret {name}",
-                sd.key_bits()
+                "generated {bits}-bit DKIM keys for anypost1 and anypost2 in Secret {secret}"
             ),
         });
     }
-    let status = read.plan.status(&name, &keys);
-    Ok(Stored::Keys(Box::new(Keys {
-        keys,
-        plan: read.plan,
-        status,
-        events,
-    })))
+    events
 }
 
 /// In steady state the watch cache answers. It may lag the API, so it is used

@@ -242,28 +242,19 @@ impl Responder {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let mut edns = None;
-        if let Some(req) = &request.edns {
+        let replaced = replacement_questions(request);
+        let questions = replaced.as_ref().unwrap_or(&request.queries);
+        let edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
             e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
             e.set_version(0);
-            if req.version() > 0 {
-                edns = Some(e);
-                let replaced = replacement_questions(request);
-                return send_error(
-                    request,
-                    replaced.as_ref().unwrap_or(&request.queries),
-                    ResponseCode::BADVERS,
-                    edns.as_ref(),
-                    response_handle,
-                )
-                .await;
-            }
-            edns = Some(e);
+            e
+        });
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            let code = ResponseCode::BADVERS;
+            return send_error(request, questions, code, edns.as_ref(), response_handle).await;
         }
         let served = self.handle.snapshot();
-        let replaced = replacement_questions(request);
-        let questions = replaced.as_ref().unwrap_or(&request.queries);
         match decide(served.as_deref(), request, &self.allow_axfr) {
             Reply::Error(code) => {
                 send_error(request, questions, code, edns.as_ref(), response_handle).await
@@ -297,29 +288,40 @@ impl Responder {
             }
             Reply::Transfer => {
                 let served = served.as_deref().expect("a transfer is decided on a zone");
-                let mut last = failed(request);
-                for chunk in &served.axfr_chunks {
-                    let mut meta = Metadata::response_from_request(&request.metadata);
-                    meta.authoritative = true;
-                    let response = MessageResponseBuilder::new(questions, edns.as_ref()).build(
-                        meta,
-                        served.axfr[chunk.clone()].iter(),
-                        std::iter::empty(),
-                        std::iter::empty(),
-                        std::iter::empty(),
-                    );
-                    match response_handle.send_response(response).await {
-                        Ok(info) => last = info,
-                        Err(error) => {
-                            debug!(%error, "sending a zone transfer message failed");
-                            return failed(request);
-                        }
-                    }
-                }
-                last
+                transfer_messages(served, request, questions, edns.as_ref(), response_handle).await
             }
         }
     }
+}
+
+/// Sends the whole zone, in messages of bounded size.
+async fn transfer_messages<R: ResponseHandler>(
+    served: &Served,
+    request: &Request,
+    questions: &Queries,
+    edns: Option<&Edns>,
+    mut response_handle: R,
+) -> ResponseInfo {
+    let mut last = failed(request);
+    for chunk in &served.axfr_chunks {
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.authoritative = true;
+        let response = MessageResponseBuilder::new(questions, edns).build(
+            meta,
+            served.axfr[chunk.clone()].iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => last = info,
+            Err(error) => {
+                debug!(%error, "sending a zone transfer message failed");
+                return failed(request);
+            }
+        }
+    }
+    last
 }
 
 fn failed(request: &Request) -> ResponseInfo {

@@ -42,6 +42,22 @@ fn to_wire(owner: &Name, ttl: u32, r: &RData) -> Option<Record> {
     Some(Record::from_rdata(owner.clone(), ttl, data))
 }
 
+/// The zone transfer split into messages of about [`AXFR_MESSAGE_BYTES`].
+fn chunks(axfr: &[Record]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, r) in axfr.iter().enumerate() {
+        let len = r.to_bytes().map(|b| b.len()).unwrap_or(AXFR_MESSAGE_BYTES);
+        if size + len > AXFR_MESSAGE_BYTES && i > start {
+            out.push(start..i);
+            (start, size) = (i, 0);
+        }
+        size += len;
+    }
+    out.push(start..axfr.len());
+    out
+}
+
 impl Served {
     /// Builds the index. Names that are not valid DNS names cannot come from the
     /// checked flags and tokens; they are skipped with a warning rather than
@@ -90,17 +106,7 @@ impl Served {
         axfr.push(soa.clone());
         axfr.extend(rest);
         axfr.push(soa.clone());
-        let mut axfr_chunks = Vec::new();
-        let (mut start, mut size) = (0, 0);
-        for (i, r) in axfr.iter().enumerate() {
-            let len = r.to_bytes().map(|b| b.len()).unwrap_or(AXFR_MESSAGE_BYTES);
-            if size + len > AXFR_MESSAGE_BYTES && i > start {
-                axfr_chunks.push(start..i);
-                (start, size) = (i, 0);
-            }
-            size += len;
-        }
-        axfr_chunks.push(start..axfr.len());
+        let axfr_chunks = chunks(&axfr);
         Some(Served {
             zone: Arc::new(zone),
             origin,
