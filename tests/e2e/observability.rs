@@ -961,3 +961,96 @@ fn the_alerts_fire_on_the_series_that_should_fire_them_and_only_then() {
     assert!(out.status.success(), "promtool test rules failed:\n{said}");
     assert_eq!(said.matches("SUCCESS").count(), files.len(), "{said}");
 }
+
+#[test]
+fn the_monitoring_extras_render_where_asked_and_the_apiserver_accepts_them() {
+    let is_extra = |d: &&Value| {
+        d["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-kube-state-metrics") || n.ends_with("-dashboard"))
+    };
+    assert!(!render(&[]).iter().any(|d| is_extra(&d)), "off by default");
+    let docs = render(&[
+        "metrics.kubeStateMetrics.enabled=true",
+        "metrics.kubeStateMetrics.namespace=monitoring",
+        "metrics.dashboard.enabled=true",
+    ]);
+    let name = "anypost-anypost-operator-kube-state-metrics";
+    assert_eq!(
+        find(&docs, "ConfigMap", name)["metadata"]["namespace"],
+        "monitoring"
+    );
+    let role = find(&docs, "ClusterRole", name);
+    assert_eq!(role["rules"][0]["resources"][0], "sendingdomains");
+    assert_eq!(
+        role["rules"][0]["verbs"],
+        serde_json::json!(["list", "watch"])
+    );
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["kind"] == "ClusterRoleBinding" && d["metadata"]["name"] == name),
+        "no binding without a ServiceAccount"
+    );
+    let docs = render(&[
+        "metrics.kubeStateMetrics.enabled=true",
+        "metrics.kubeStateMetrics.rbac.serviceAccount.name=kube-state-metrics",
+        "metrics.kubeStateMetrics.rbac.serviceAccount.namespace=monitoring",
+    ]);
+    let binding = find(&docs, "ClusterRoleBinding", name);
+    assert_eq!(binding["subjects"][0]["name"], "kube-state-metrics");
+    assert_eq!(binding["subjects"][0]["namespace"], "monitoring");
+    let (ok, _, err) = helm_run(&[
+        "template",
+        "anypost",
+        &chart(),
+        "--set",
+        REQUIRED,
+        "--set",
+        "metrics.kubeStateMetrics.enabled=true,metrics.kubeStateMetrics.rbac.serviceAccount.name=ksm",
+    ]);
+    assert!(
+        !ok && err.contains("serviceAccount.namespace is required"),
+        "{err}"
+    );
+    let (ok, _, err) = helm_run(&[
+        "template",
+        "anypost",
+        &chart(),
+        "--set",
+        REQUIRED,
+        "--set",
+        "metrics.dashboard.enabled=yes",
+    ]);
+    assert!(
+        !ok && err.contains("/metrics/dashboard/enabled"),
+        "values.schema.json checks it: {err}"
+    );
+
+    // The apiserver takes both ConfigMaps (the dashboard is the larger one).
+    let (ok, rendered, err) = helm_run(&[
+        "template",
+        "anypost",
+        &chart(),
+        "-n",
+        "default",
+        "--set",
+        REQUIRED,
+        "--set",
+        "metrics.kubeStateMetrics.enabled=true,metrics.dashboard.enabled=true",
+        "--show-only",
+        "templates/kube-state-metrics.yaml",
+        "--show-only",
+        "templates/dashboard.yaml",
+    ]);
+    assert!(ok, "{err}");
+    let out = crate::support::kubectl_stdin(
+        &["apply", "--dry-run=server", "-n", "default", "-f", "-"],
+        &rendered,
+    );
+    assert!(
+        out.status.success(),
+        "the apiserver refused them:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
