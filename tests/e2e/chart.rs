@@ -10,9 +10,9 @@ use kube::Api;
 use std::path::PathBuf;
 use std::process::Command;
 
-const REQUIRED: &str = "zone.name=dns.anypost.example,zone.mxHost=mx.anypost.example,zone.spfInclude=spf.anypost.example,zone.trackingHost=t.anypost.example";
+pub const REQUIRED: &str = "zone.name=dns.anypost.example,zone.mxHost=mx.anypost.example,zone.spfInclude=spf.anypost.example,zone.trackingHost=t.anypost.example";
 
-fn helm() -> PathBuf {
+pub fn helm() -> PathBuf {
     let cache = std::env::var_os("ANYPOST_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -27,7 +27,7 @@ fn helm() -> PathBuf {
     p
 }
 
-fn helm_run(args: &[&str]) -> (bool, String, String) {
+pub fn helm_run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(helm())
         .args(args)
         .output()
@@ -39,7 +39,7 @@ fn helm_run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn chart() -> String {
+pub fn chart() -> String {
     repo_root()
         .join("charts/anypost-operator")
         .display()
@@ -244,7 +244,7 @@ async fn the_chart_rbac_is_enough_to_run_the_operator() {
 /// with their `_total` suffix), from the operator's own registries. The labelled
 /// families of the DNS server and the RFC2136 sync are private to them and show
 /// only once used, so they are not listed: a rule on them needs this extended.
-fn exported_metric_names() -> std::collections::BTreeSet<String> {
+pub fn exported_metric_names() -> std::collections::BTreeSet<String> {
     use anypost_operator::adapters::dns::embedded::DnsMetrics;
     use anypost_operator::adapters::dns::rfc2136::SyncMetrics;
     use anypost_operator::telemetry::{

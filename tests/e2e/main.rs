@@ -9,6 +9,8 @@ mod controller;
 mod crd;
 mod demo;
 mod dns_embedded;
+mod gitops;
+mod observability;
 mod replicas;
 mod rfc2136;
 mod rotation;

@@ -12,6 +12,7 @@ pub mod bind_rfc2136;
 mod cluster;
 pub mod dns_topology;
 mod operator;
+pub mod tools;
 
 pub use cluster::{TestNs, client, cluster, kubectl, kubectl_ok, kubectl_stdin};
 pub use operator::Operator;
