@@ -8,9 +8,10 @@
 
 use crate::adapters::dns::wire;
 use crate::core::api::{DnsRecord, Purpose};
-use crate::core::naming::normalize;
+use crate::core::naming::{SendingName, normalize};
 use crate::core::ports::{CheckRequest, Verifier};
 use crate::core::verify::chain::doubled_name;
+use crate::core::verify::dmarc::{self, Dmarc};
 use crate::core::verify::evidence::MAX_HOPS;
 use crate::core::verify::{
     Answer, End, Evidence, Expected, Found, Outcome, QueryFailure, Walk, judge,
@@ -158,19 +159,45 @@ fn classify_error(e: NetError) -> Answer {
     }
 }
 
-/// Checks `records` (a domain's `dnsRecords`) through `resolver` against what the
-/// operator's zone should hold. All records are resolved concurrently; safe to call
-/// at any rate (no state, no cache).
-#[tracing::instrument(level = "debug", skip_all, fields(record = %records.first().map_or("", |r| r.fqdn.as_str())))]
-pub async fn verify(resolver: &Resolver, records: &[DnsRecord], expected: &Expected) -> Outcome {
+/// Checks `records` (the `dnsRecords` of the domain `name`) through `resolver`
+/// against what the operator's zone should hold, and looks up the domain's DMARC
+/// policy. All records are resolved concurrently; safe to call at any rate (no
+/// state, no cache).
+#[tracing::instrument(level = "debug", skip_all, fields(domain = %name.domain))]
+pub async fn verify(
+    resolver: &Resolver,
+    name: &SendingName,
+    records: &[DnsRecord],
+    expected: &Expected,
+) -> Outcome {
     let judged = join_all(records.iter().map(|r| async move {
         let ev = gather(resolver, r).await;
         let j = judge(r, expected, &ev);
         tracing::debug!(record = %r.fqdn, state = ?j.state, observed = %j.observed, "checked");
         j
-    }))
-    .await;
-    Outcome::of(records, judged)
+    }));
+    let (judged, dmarc) = futures::join!(judged, lookup_dmarc(resolver, name));
+    let mut outcome = Outcome::of(records, judged);
+    outcome.dmarc = Some(dmarc);
+    outcome
+}
+
+/// The domain's DMARC policy: at `_dmarc.<domain>`, else at the registered
+/// domain's.
+async fn lookup_dmarc(resolver: &Resolver, name: &SendingName) -> Dmarc {
+    let at_domain = resolver
+        .query(&dmarc::name_of(&name.domain), RecordType::Txt)
+        .await;
+    let at_apex = if dmarc::needs_apex(&name.domain, &name.apex, &at_domain) {
+        Some(
+            resolver
+                .query(&dmarc::name_of(&name.apex), RecordType::Txt)
+                .await,
+        )
+    } else {
+        None
+    };
+    dmarc::judge(&name.domain, &name.apex, &at_domain, at_apex.as_ref())
 }
 
 /// The controller's verifier: checks through the configured resolvers against
@@ -186,7 +213,12 @@ impl Verifier for ResolverVerifier {
         Box::pin(async move {
             let mut expected = self.expected.clone();
             expected.dkim_keys = req.dkim_keys.map(Some);
-            verify(&self.resolver, &req.records, &expected).await
+            match SendingName::parse(&req.domain) {
+                Ok(name) => verify(&self.resolver, &name, &req.records, &expected).await,
+                // Reconcile blocks a domain whose name does not parse before it
+                // asks for a check; judge the records alone if it ever does.
+                Err(_) => Outcome::of(&req.records, vec![]),
+            }
         })
     }
 }

@@ -91,7 +91,7 @@ async fn run(args: CheckArgs) -> Result<(String, Verdict), String> {
     notes.extend(unset_hosts(&expected, tracking.is_some()));
     let resolver =
         Resolver::new(&args.resolvers, args.resolver_timeout).map_err(|e| e.to_string())?;
-    let outcome = verify(&resolver, &records, &expected).await;
+    let outcome = verify(&resolver, &name, &records, &expected).await;
     let verdict = outcome.verdict.clone();
     Ok((render(&name.domain, &outcome, &notes), verdict))
 }
@@ -275,6 +275,9 @@ fn render(domain: &str, outcome: &Outcome, notes: &[String]) -> String {
     if let Some(t) = &outcome.tracking {
         let _ = writeln!(out, "tracking: {}", verdict_line(t));
     }
+    if let Some(d) = &outcome.dmarc {
+        let _ = writeln!(out, "dmarc: {}", crate::core::verify::dmarc::message(d));
+    }
     for n in notes {
         let _ = writeln!(out, "note: {n}");
     }
@@ -321,6 +324,7 @@ mod tests {
                 message: "The DKIM CNAME a.example.com was not found.".into(),
             }),
             tracking: None,
+            dmarc: None,
         };
         assert_eq!(
             render("example.com", &outcome, &["keys not compared".into()]),

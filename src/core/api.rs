@@ -158,6 +158,11 @@ pub struct SendingDomainStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<TrackingStatus>,
 
+    /// DMARC advice: whether the domain publishes a DMARC policy. Never affects
+    /// `state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmarc: Option<DmarcStatus>,
+
     /// When the CNAMEs were last resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checked_time: Option<Time>,
@@ -174,7 +179,8 @@ pub struct SendingDomainStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// KeysReady, RecordsPublished, Verified, TrackingVerified and Ready.
+    /// KeysReady, RecordsPublished, Verified, TrackingVerified, DmarcPublished,
+    /// Ready, and kstatus' Reconciling and Stalled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -338,6 +344,37 @@ pub struct TrackingStatus {
     /// Why the tracking CNAME does not verify.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+}
+
+/// What the DMARC lookup found.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DmarcState {
+    /// A valid record with a policy.
+    Found,
+    /// No DMARC record.
+    Missing,
+    /// A record receivers ignore.
+    Invalid,
+}
+
+/// DMARC advice for the domain.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DmarcStatus {
+    /// found, missing or invalid.
+    pub state: DmarcState,
+    /// The name the policy was found at, or where to publish one.
+    pub name: String,
+    /// The record found there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// Its policy: none, quarantine or reject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// A record to start with, when none (or no valid one) is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggested: Option<String>,
 }
 
 impl SendingDomain {

@@ -49,8 +49,16 @@ vocabulary! {
         Verified => "Verified",
         /// The tracking CNAME verifies (never affects Ready).
         TrackingVerified => "TrackingVerified",
+        /// A DMARC record is published for the domain (advice: never affects Ready).
+        DmarcPublished => "DmarcPublished",
         /// Keys ready, records published, verified: the domain can send.
         Ready => "Ready",
+        /// kstatus: the operator is still making the keys or the records, or has
+        /// not yet acted on the latest spec.
+        Reconciling => "Reconciling",
+        /// kstatus: nothing will change without a person: a blocked domain, or a
+        /// verified domain whose records are failing (its grace period runs).
+        Stalled => "Stalled",
     }
 }
 
@@ -110,6 +118,10 @@ vocabulary! {
         DomainConflict => "DomainConflict",
         /// A Secret the operator did not create holds the DKIM Secret's name.
         SecretConflict => "SecretConflict",
+        /// The SendingDomain carries an id made with another identity key.
+        IdentityMismatch => "IdentityMismatch",
+        /// The domain-claim policy does not allow this namespace this domain.
+        NotAllowed => "NotAllowed",
     }
 }
 
@@ -124,6 +136,8 @@ impl Block {
             Block::InvalidDomain => Reason::InvalidDomain,
             Block::DomainConflict => Reason::DomainConflict,
             Block::SecretConflict => Reason::SecretConflict,
+            Block::IdentityMismatch => Reason::IdentityMismatch,
+            Block::NotAllowed => Reason::NotAllowed,
         }
     }
 
@@ -136,7 +150,10 @@ impl Block {
     /// makes both certain.
     pub const fn recheck(self) -> Option<Duration> {
         match self {
-            Block::DomainConflict | Block::SecretConflict => Some(CONFLICT_RECHECK),
+            Block::DomainConflict
+            | Block::SecretConflict
+            | Block::IdentityMismatch
+            | Block::NotAllowed => Some(CONFLICT_RECHECK),
             Block::PublicSuffix | Block::InvalidDomain => None,
         }
     }
@@ -167,6 +184,18 @@ vocabulary! {
         InvalidDomain => "InvalidDomain",
         DomainConflict => "DomainConflict",
         SecretConflict => "SecretConflict",
+        IdentityMismatch => "IdentityMismatch",
+        NotAllowed => "NotAllowed",
+        /// The keys or the records are being made (Reconciling=True).
+        Progressing => "Progressing",
+        /// The operator has done its part (Reconciling=False, Stalled=False).
+        UpToDate => "UpToDate",
+        /// A DMARC record with a policy is published.
+        DmarcFound => "DmarcFound",
+        /// No DMARC record is published for the domain.
+        DmarcMissing => "DmarcMissing",
+        /// A record is published at the DMARC name but does not parse as one.
+        DmarcInvalid => "DmarcInvalid",
         ApexCnameMissing => "ApexCnameMissing",
         ApexCnameMismatch => "ApexCnameMismatch",
         DkimCnameMissing => "DkimCnameMissing",

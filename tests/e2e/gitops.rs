@@ -58,37 +58,13 @@ fn expected_argocd(state: State) -> &'static str {
     }
 }
 
-/// Switch this on once the operator sets the Reconciling and Stalled conditions
-/// (DESIGN §10): the kstatus expectations then come from
-/// [`kstatus_once_reconciling_and_stalled_land`], which also checks the
-/// conditions themselves.
-const OPERATOR_SETS_RECONCILING_AND_STALLED: bool = false;
-
-/// What kstatus computes for objects of today's operator, which sets neither
-/// Reconciling nor Stalled: it falls back to Ready, so a state that needs a human
-/// is InProgress until a Kustomization's timeout, and a grace period Current.
-fn kstatus_today(state: State) -> &'static str {
-    match state {
-        // kstatus reads an object without any status as Current.
-        State::NotReconciled => "Current",
-        State::NotPublished
-        | State::Pending
-        | State::WaitingForDns
-        | State::GenerationNotObserved
-        | State::PublicSuffix
-        | State::DomainConflict
-        | State::SecretConflict => "InProgress",
-        State::Verified | State::GracePeriod => "Current",
-    }
-}
-
-/// What kstatus must compute once the operator sets Reconciling and Stalled,
-/// after checking those conditions on `object`: both present, for the object's
+/// What kstatus must compute for `state`, after checking the operator's
+/// Reconciling and Stalled conditions on `object`: both present, for the object's
 /// generation; Reconciling=True exactly while records are not published (an
 /// RFC2136 server that fails is retried); Stalled=True with the blocking reason for
 /// the states that need a human, and for a grace period (the owner must publish
 /// the CNAMEs again).
-fn kstatus_once_reconciling_and_stalled_land(state: State, object: &Value) -> &'static str {
+fn expected_kstatus(state: State, object: &Value) -> &'static str {
     let generation = object["metadata"]["generation"].as_i64();
     let find = |t: &str| {
         object["status"]["conditions"]
@@ -149,14 +125,6 @@ fn kstatus_once_reconciling_and_stalled_land(state: State, object: &Value) -> &'
         | State::PublicSuffix
         | State::DomainConflict
         | State::SecretConflict => "Failed",
-    }
-}
-
-fn expected_kstatus(state: State, object: &Value) -> &'static str {
-    if OPERATOR_SETS_RECONCILING_AND_STALLED {
-        kstatus_once_reconciling_and_stalled_land(state, object)
-    } else {
-        kstatus_today(state)
     }
 }
 

@@ -100,7 +100,7 @@ impl Domain {
 
     async fn check(&self, dns: &DnsTopology) -> Outcome {
         let resolver = Resolver::new(&[dns.resolver()], Duration::from_secs(2)).unwrap();
-        verify(&resolver, &self.records, &self.expected).await
+        verify(&resolver, &self.name, &self.records, &self.expected).await
     }
 }
 
@@ -118,6 +118,65 @@ fn failure(o: &Outcome) -> (&str, &str) {
 /// Starts BIND + unbound with `customer` and the stand-in operator zone.
 async fn topology(customer: ZoneFile, operator: ZoneFile) -> DnsTopology {
     DnsTopology::start(&[customer], OperatorZone::StandIn(operator)).await
+}
+
+/// DMARC advice through real DNS: the policy at the sending domain, at the
+/// registered domain for a subdomain, none, or one receivers ignore.
+#[tokio::test]
+async fn dmarc_policies_are_found_missing_or_invalid() {
+    use anypost_operator::core::verify::Dmarc;
+    use anypost_operator::core::verify::dmarc::Policy;
+    let d = Domain::new("mail.example.com", None);
+    let with = |lines: &[&str]| {
+        let mut z = d.customer_zone();
+        for l in lines {
+            z.add(l.to_string());
+        }
+        z
+    };
+    let dns = topology(
+        with(&["_dmarc.example.com. IN TXT \"v=DMARC1; p=quarantine; rua=mailto:r@example.com\""]),
+        d.operator_zone(),
+    )
+    .await;
+    let o = d.check(&dns).await;
+    assert_eq!(o.verdict, Verdict::Verified, "{:#?}", o.records);
+    assert_eq!(
+        o.dmarc,
+        Some(Dmarc::Found {
+            name: "_dmarc.example.com".into(),
+            record: "v=DMARC1; p=quarantine; rua=mailto:r@example.com".into(),
+            policy: Policy::Quarantine,
+        })
+    );
+    // The subdomain's own record takes precedence; a second one voids it.
+    dns.set_zone(&with(&[
+        "_dmarc.example.com. IN TXT \"v=DMARC1; p=reject\"",
+        "_dmarc.mail.example.com. IN TXT \"v=DMARC1; p=none\"",
+        "_dmarc.mail.example.com. IN TXT \"v=DMARC1; p=reject\"",
+    ]))
+    .await;
+    dns.flush();
+    let o = d.check(&dns).await;
+    assert!(
+        matches!(&o.dmarc, Some(Dmarc::Invalid { name, why, .. }) if name == "_dmarc.mail.example.com" && why.contains("2 DMARC records")),
+        "{:?}",
+        o.dmarc
+    );
+    dns.set_zone(&with(&[])).await;
+    dns.flush();
+    let o = d.check(&dns).await;
+    assert_eq!(
+        o.dmarc,
+        Some(Dmarc::Missing {
+            name: "_dmarc.example.com".into()
+        })
+    );
+    assert_eq!(
+        o.verdict,
+        Verdict::Verified,
+        "DMARC never decides the verdict"
+    );
 }
 
 #[tokio::test]
@@ -523,7 +582,7 @@ async fn a_resolver_that_is_down_gives_no_verdict() {
     let mut dns = topology(d.customer_zone(), d.operator_zone()).await;
     dns.stop_resolver();
     let resolver = Resolver::new(&[dns.resolver()], Duration::from_millis(300)).unwrap();
-    let o = verify(&resolver, &d.records, &d.expected).await;
+    let o = verify(&resolver, &d.name, &d.records, &d.expected).await;
     assert!(
         matches!(&o.verdict, Verdict::Unknown(m) if m.starts_with("Could not check anypost.example.com (")),
         "{:?}",
@@ -952,6 +1011,18 @@ mod through_the_operator {
         );
         assert_eq!(st.dns_records[0].fqdn, format!("anypost.{}", s.domain));
         assert_eq!(condition(&st, "Ready").0, "True");
+        // No DMARC record in the customer's zone: advice, with a record to paste,
+        // and Ready stays True.
+        assert_eq!(
+            condition(&st, "DmarcPublished"),
+            ("False".to_string(), "DmarcMissing".to_string())
+        );
+        let dmarc = st.dmarc.clone().expect("DMARC advice in status");
+        assert_eq!(dmarc.name, "_dmarc.example.com");
+        assert_eq!(
+            dmarc.suggested.as_deref(),
+            Some("v=DMARC1; p=none; rua=mailto:dmarc-reports@example.com")
+        );
 
         // The tracking CNAME goes away: TrackingVerified turns False, the domain
         // stays verified and Ready.

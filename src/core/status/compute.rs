@@ -4,10 +4,11 @@
 
 use super::conditions::{self as cond, Desired};
 use crate::core::api::{
-    DkimStatus, DnsRecord, DomainState, Failure, Purpose, RecordState, SendingDomainStatus,
-    TrackingStatus,
+    DkimStatus, DmarcState, DmarcStatus, DnsRecord, DomainState, Failure, Purpose, RecordState,
+    SendingDomainStatus, TrackingStatus,
 };
 use crate::core::ports::Published;
+use crate::core::verify::dmarc::{self, Dmarc};
 use crate::core::verify::{Finding, Outcome, Verdict};
 use crate::core::vocab::{
     Block, BySelector, ConditionStatus as S, ConditionType as T, Reason, Selector,
@@ -263,6 +264,106 @@ fn ready(published: &Published, published_msg: &str, v: &Verification) -> Desire
     }
 }
 
+/// The DMARC advice and its condition: from this check's lookup, else as before.
+fn dmarc_advice(i: &Inputs<'_>) -> (Option<DmarcStatus>, Desired) {
+    let prev = i.previous;
+    let found = i.check.as_ref().and_then(|o| o.dmarc.as_ref());
+    let Some(d) = found else {
+        let condition = match Desired::carried(&prev.conditions, T::DmarcPublished) {
+            Some(c) if prev.dmarc.is_some() => c,
+            _ => not_checked(T::DmarcPublished, "DMARC record has"),
+        };
+        return (prev.dmarc.clone(), condition);
+    };
+    let message = dmarc::message(d);
+    let (state, status, reason, name, record, policy) = match d {
+        Dmarc::Unknown(_) => {
+            let c = Desired::new(
+                T::DmarcPublished,
+                S::Unknown,
+                Reason::ResolverError,
+                message,
+            );
+            return (prev.dmarc.clone(), c);
+        }
+        Dmarc::Found {
+            name,
+            record,
+            policy,
+        } => (
+            DmarcState::Found,
+            S::True,
+            Reason::DmarcFound,
+            name,
+            Some(record),
+            Some(policy.as_str()),
+        ),
+        Dmarc::Missing { name } => (
+            DmarcState::Missing,
+            S::False,
+            Reason::DmarcMissing,
+            name,
+            None,
+            None,
+        ),
+        Dmarc::Invalid { name, record, .. } => (
+            DmarcState::Invalid,
+            S::False,
+            Reason::DmarcInvalid,
+            name,
+            Some(record),
+            None,
+        ),
+    };
+    let advice = DmarcStatus {
+        state,
+        name: name.clone(),
+        record: record.cloned(),
+        policy: policy.map(str::to_string),
+        suggested: dmarc::suggestion(d),
+    };
+    (
+        Some(advice),
+        Desired::new(T::DmarcPublished, status, reason, message),
+    )
+}
+
+/// kstatus' two conditions: Reconciling while the records are not served yet,
+/// Stalled while a verified domain's records fail (only a person can fix them).
+fn kstatus(published: &Desired, ready: &Desired) -> [Desired; 2] {
+    let reconciling = if published.status == S::True {
+        Desired::new(
+            T::Reconciling,
+            S::False,
+            Reason::UpToDate,
+            "the keys are stored and the operator's zone serves the records",
+        )
+    } else {
+        Desired::new(
+            T::Reconciling,
+            S::True,
+            Reason::Progressing,
+            published.message.clone(),
+        )
+    };
+    let stalled = if ready.reason == Reason::GracePeriod {
+        Desired::new(
+            T::Stalled,
+            S::True,
+            Reason::GracePeriod,
+            ready.message.clone(),
+        )
+    } else {
+        Desired::new(
+            T::Stalled,
+            S::False,
+            Reason::UpToDate,
+            "nothing waits for a person",
+        )
+    };
+    [reconciling, stalled]
+}
+
 /// The status of a domain that has keys and records.
 pub fn compute(i: Inputs<'_>) -> SendingDomainStatus {
     let prev = i.previous;
@@ -296,7 +397,17 @@ pub fn compute(i: Inputs<'_>) -> SendingDomainStatus {
         }
     };
     let ready = ready(&i.published, &published.message, &v);
-    let mut desired = vec![keys, published, v.condition, ready];
+    let (dmarc, dmarc_condition) = dmarc_advice(&i);
+    let [reconciling, stalled] = kstatus(&published, &ready);
+    let mut desired = vec![
+        keys,
+        published,
+        v.condition,
+        dmarc_condition,
+        ready,
+        reconciling,
+        stalled,
+    ];
     desired.extend(tracking.as_ref().map(|(_, c)| c.clone()));
     let now = Time(i.now);
     SendingDomainStatus {
@@ -306,6 +417,7 @@ pub fn compute(i: Inputs<'_>) -> SendingDomainStatus {
         dns_records: v.records,
         dkim: Some(i.dkim),
         tracking: tracking.map(|(t, _)| t),
+        dmarc,
         last_checked_time: v.last_checked,
         last_verified_time: v.last_verified,
         observed_verify_request: i
@@ -335,6 +447,8 @@ pub fn blocked(
             "nothing is checked while the domain is blocked",
         ),
         Desired::new(T::Ready, S::False, block.reason(), message),
+        Desired::new(T::Reconciling, S::False, block.reason(), message),
+        Desired::new(T::Stalled, S::True, block.reason(), message),
     ];
     SendingDomainStatus {
         state: Some(DomainState::Pending),
@@ -439,6 +553,7 @@ mod tests {
             records: r,
             verdict: Verdict::Verified,
             tracking: None,
+            dmarc: None,
         }
     }
 
@@ -669,5 +784,86 @@ mod tests {
             }),
             Published::Yes
         );
+    }
+
+    #[test]
+    fn kstatus_conditions_follow_publication_and_the_grace_period() {
+        let none = SendingDomainStatus::default();
+        let mut i = inputs(&none, 10, None);
+        i.published = publishing();
+        let s = compute(i);
+        assert_eq!(condition(&s, T::Reconciling), ("True", "Progressing"));
+        assert_eq!(condition(&s, T::Stalled), ("False", "UpToDate"));
+        // Published and waiting for the customer: the operator's part is done.
+        let s1 = compute(inputs(&Default::default(), 10, None));
+        assert_eq!(condition(&s1, T::Reconciling), ("False", "UpToDate"));
+        assert_eq!(condition(&s1, T::Stalled), ("False", "UpToDate"));
+        // Verified, then failing: only a person can fix the records.
+        let s2 = compute(inputs(&s1, 20, Some(ok_check())));
+        let s3 = compute(inputs(
+            &s2,
+            30,
+            Some(failing(FailureCode::ApexCnameMissing)),
+        ));
+        assert_eq!(condition(&s3, T::Ready), ("True", "GracePeriod"));
+        assert_eq!(condition(&s3, T::Stalled), ("True", "GracePeriod"));
+        assert_eq!(condition(&s3, T::Reconciling), ("False", "UpToDate"));
+        // A blocked domain is stalled with its reason, and not reconciling.
+        let b = blocked(&s3, Some(2), ts(40), Block::DomainConflict, "taken");
+        assert_eq!(condition(&b, T::Stalled), ("True", "DomainConflict"));
+        assert_eq!(condition(&b, T::Reconciling), ("False", "DomainConflict"));
+        assert!(
+            b.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(2))
+        );
+    }
+
+    #[test]
+    fn dmarc_advice_is_reported_and_never_blocks_ready() {
+        let s0 = compute(inputs(&Default::default(), 10, None));
+        assert_eq!(condition(&s0, T::DmarcPublished), ("Unknown", "NotChecked"));
+        let missing = Outcome {
+            dmarc: Some(Dmarc::Missing {
+                name: "_dmarc.example.com".into(),
+            }),
+            ..ok_check()
+        };
+        let s1 = compute(inputs(&s0, 20, Some(missing)));
+        assert_eq!(condition(&s1, T::DmarcPublished), ("False", "DmarcMissing"));
+        assert_eq!(condition(&s1, T::Ready), ("True", "Verified"));
+        let d = s1.dmarc.clone().unwrap();
+        assert_eq!(d.state, DmarcState::Missing);
+        assert_eq!(
+            d.suggested.as_deref(),
+            Some("v=DMARC1; p=none; rua=mailto:dmarc-reports@example.com")
+        );
+        // No check this time: the advice stays.
+        let s2 = compute(inputs(&s1, 30, None));
+        assert_eq!(s2.dmarc, s1.dmarc);
+        assert_eq!(condition(&s2, T::DmarcPublished), ("False", "DmarcMissing"));
+        // A resolver failure keeps what was known, and says so.
+        let unknown = Outcome {
+            dmarc: Some(Dmarc::Unknown("timed out".into())),
+            ..ok_check()
+        };
+        let s3 = compute(inputs(&s2, 40, Some(unknown)));
+        assert_eq!(s3.dmarc, s1.dmarc);
+        assert_eq!(
+            condition(&s3, T::DmarcPublished),
+            ("Unknown", "ResolverError")
+        );
+        let found = Outcome {
+            dmarc: Some(Dmarc::Found {
+                name: "_dmarc.example.com".into(),
+                record: "v=DMARC1; p=reject".into(),
+                policy: crate::core::verify::dmarc::Policy::Reject,
+            }),
+            ..ok_check()
+        };
+        let s4 = compute(inputs(&s3, 50, Some(found)));
+        assert_eq!(condition(&s4, T::DmarcPublished), ("True", "DmarcFound"));
+        let d = s4.dmarc.unwrap();
+        assert_eq!((d.policy.as_deref(), d.suggested), (Some("reject"), None));
     }
 }

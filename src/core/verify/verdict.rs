@@ -74,6 +74,8 @@ pub struct Outcome {
     pub verdict: Verdict,
     /// The tracking record's verdict, when one was given. Never part of `verdict`.
     pub tracking: Option<Verdict>,
+    /// The DMARC advice, when it was looked up. Never part of `verdict`.
+    pub dmarc: Option<super::Dmarc>,
 }
 
 impl Outcome {
@@ -98,6 +100,7 @@ impl Outcome {
             records: out,
             verdict: required.verdict(),
             tracking: tracking.map(Verdicts::verdict),
+            dmarc: None,
         }
     }
 }
