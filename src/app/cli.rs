@@ -64,6 +64,14 @@ fn duration(s: &str) -> Result<Duration, String> {
     crate::core::duration::parse(s)
 }
 
+/// A rate: a number, zero or more.
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of zero or more")),
+    }
+}
+
 /// A duration that must be longer than zero (an interval, a timeout).
 fn positive_duration(s: &str) -> Result<Duration, String> {
     match duration(s)? {
@@ -170,6 +178,12 @@ pub struct RunArgs {
     /// Most domains verified at once.
     #[arg(long, env = "ANYPOST_VERIFY_CONCURRENCY", default_value_t = 16)]
     pub verify_concurrency: usize,
+
+    /// Most checks started per second, over all domains (each check asks the
+    /// resolver 6 to 12 questions); 0 for no limit. Checks are shared fairly
+    /// between namespaces.
+    #[arg(long, env = "ANYPOST_VERIFY_QPS", default_value_t = 100.0, value_parser = non_negative)]
+    pub verify_qps: f64,
 
     /// How long a replaced DKIM key stays published for mail in flight.
     #[arg(long, env = "ANYPOST_DKIM_RETIRE_AFTER", default_value = "7d", value_parser = positive_duration)]
@@ -318,6 +332,7 @@ impl RunArgs {
             dkim_min_standby_age: self.dkim_min_standby_age,
             reveal_conflicts: self.reveal_conflicts,
             verify_concurrency: self.verify_concurrency,
+            verify_qps: self.verify_qps,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The SendingDomain controller: the context every reconcile shares, its errors,
 //! the [`runner`] that runs it while this replica leads, and [`reconcile`] itself.
 
+pub mod pools;
 pub mod reconcile;
 pub mod runner;
 
@@ -17,9 +18,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
+use pools::{FairPool, Pace};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// Settings reconcile depends on.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct Config {
     pub reveal_conflicts: bool,
     /// Most domains verified at once.
     pub verify_concurrency: usize,
+    /// Most checks started per second (zero: no limit).
+    pub verify_qps: f64,
 }
 
 /// Errors of one reconcile. Each names the action that failed.
@@ -84,10 +87,14 @@ pub struct Context {
     /// The shared SendingDomain cache (for claims).
     pub domains: Arc<Domains>,
     recorder: Recorder,
-    /// Bounds concurrent key generation (CPU-bound, on the blocking pool).
-    keygen: Semaphore,
-    /// Bounds concurrent checks, so many domains never stampede the resolver.
-    checks: Semaphore,
+    /// Bounds concurrent key generation (CPU-bound, on the blocking pool), shared
+    /// fairly between namespaces.
+    keygen: FairPool,
+    /// Bounds concurrent checks, so many domains never stampede the resolver,
+    /// shared fairly between namespaces...
+    checks: FairPool,
+    /// ...and paced to `--verify-qps`.
+    check_pace: Pace,
     /// The running controller's cache of DKIM Secrets. Replaced each time this
     /// replica becomes the leader and starts a new controller: the previous
     /// one's cache stopped following the API when it stopped.
@@ -111,8 +118,9 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            keygen: Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-            checks: Semaphore::new(config.verify_concurrency.max(1)),
+            keygen: FairPool::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            checks: FairPool::new(config.verify_concurrency),
+            check_pace: Pace::per_second(config.verify_qps),
             config,
             identity_key,
             publisher,
@@ -136,9 +144,10 @@ impl Context {
         *self.secrets.write().unwrap_or_else(|e| e.into_inner()) = Some(store);
     }
 
-    /// Generates a key on the blocking pool so reconciles and DNS never stall.
-    pub async fn generate_key(&self, bits: u32) -> Result<KeyMaterial, Error> {
-        let _slot = self.keygen.acquire().await.expect("never closed");
+    /// Generates a key on the blocking pool so reconciles and DNS never stall, in
+    /// `namespace`'s turn.
+    pub async fn generate_key(&self, namespace: &str, bits: u32) -> Result<KeyMaterial, Error> {
+        let _slot = self.keygen.acquire(namespace).await;
         let start = std::time::Instant::now();
         let key = tokio::task::spawn_blocking(move || dkim::generate(bits))
             .await
@@ -150,9 +159,11 @@ impl Context {
         Ok(key)
     }
 
-    /// Runs a check within the concurrency bound.
-    pub async fn verify(&self, req: CheckRequest) -> Outcome {
-        let _slot = self.checks.acquire().await.expect("never closed");
+    /// Runs a check within the concurrency bound and the pace, in `namespace`'s
+    /// turn.
+    pub async fn verify(&self, namespace: &str, req: CheckRequest) -> Outcome {
+        let _slot = self.checks.acquire(namespace).await;
+        self.check_pace.wait().await;
         let start = std::time::Instant::now();
         let outcome = self.verifier.check(req).await;
         self.metrics

@@ -8,6 +8,7 @@ pub mod claims;
 pub mod config;
 pub mod dkim;
 pub mod duration;
+pub mod fairness;
 pub mod naming;
 pub mod ports;
 pub mod status;

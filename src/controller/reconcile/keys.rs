@@ -70,7 +70,10 @@ pub(super) async fn store(
     };
     let mut keys = read.stored.keys.clone();
     for &sel in &read.plan.generate {
-        keys[sel] = Some(ctx.generate_key(sd.key_bits()).await?);
+        keys[sel] = Some(
+            ctx.generate_key(&sd.namespace().unwrap_or_default(), sd.key_bits())
+                .await?,
+        );
     }
     let keys = keys.map(|k| k.expect("every missing key was generated"));
     let data = secret_data(&keys, read.plan.active);

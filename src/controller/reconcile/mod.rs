@@ -76,6 +76,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     let publication = publish::observe(&ctx, &token, &keys, previous);
     let check =
         publish::check_if_due(&sd, &ctx, previous, now, &records, &keys, &publication).await;
+    let checked = check.outcome.is_some();
     let new_status = core_status::compute(Inputs {
         now,
         generation: sd.metadata.generation,
@@ -96,23 +97,26 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         &ctx,
         &new_status,
         &publication,
+        checked,
         &keys,
         now,
     )))
 }
 
-/// When to look again: at once after the first publication (the check follows),
-/// every second while the zone catches up, else at the next scheduled check or
-/// the next change the key plan makes by itself, whichever is first.
+/// When to look again: at once after a first publication written without its
+/// check (the check follows), every second while the zone catches up, else at
+/// the next scheduled check or the next change the key plan makes by itself,
+/// whichever is first.
 fn next_wake(
     sd: &SendingDomain,
     ctx: &Context,
     st: &SendingDomainStatus,
     publication: &publish::Publication,
+    checked: bool,
     keys: &keys::Keys,
     now: Timestamp,
 ) -> Duration {
-    let mut next = if publication.first {
+    let mut next = if publication.first && !checked {
         Duration::ZERO
     } else if publication.full {
         let mut b = [0u8; 2];

@@ -6,7 +6,7 @@ use super::keys::Keys;
 use crate::core::api::{DnsRecord, SendingDomain, SendingDomainStatus, VERIFY_ANNOTATION};
 use crate::core::ports::{CheckRequest, Published};
 use crate::core::status::conditions::is_true;
-use crate::core::status::schedule::{check_due, check_now};
+use crate::core::status::schedule::{FIRST_CHECK_WAIT, check_due, check_now};
 use crate::core::status::{answered_verify_request, shown_published};
 use crate::core::verify::Outcome;
 use crate::core::vocab::ConditionType;
@@ -72,13 +72,19 @@ pub(super) async fn check_if_due(
             .any(|(a, b)| a.value != b.value || a.fqdn != b.fqdn);
     let created = sd.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let due = requested || spec_changed || check_due(previous, created, now, ctx.config.intervals);
-    let outcome = if check_now(due, publication.full, publication.first) {
+    let outcome = if check_now(due, publication.full) {
         let req = CheckRequest {
             domain: sd.spec.domain.clone(),
             records: records.to_vec(),
             dkim_keys: keys.public(),
         };
-        Some(ctx.verify(req).await)
+        let namespace = sd.namespace().unwrap_or_default();
+        let check = ctx.verify(&namespace, req);
+        if publication.first {
+            tokio::time::timeout(FIRST_CHECK_WAIT, check).await.ok()
+        } else {
+            Some(check.await)
+        }
     } else {
         None
     };

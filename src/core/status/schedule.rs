@@ -95,14 +95,19 @@ pub fn next_check_in(
 }
 
 /// Whether this reconcile checks the customer's records: when one is `due`, once
-/// the zone serves every key in status (`published`); and not in the reconcile that first finds
-/// the records published: that one writes `RecordsPublished=True` at once and the
-/// check follows in the next reconcile. Otherwise the condition would wait its
-/// turn in the verification queue (`--verify-concurrency`), which a bulk import
-/// of new domains fills for minutes.
-pub fn check_now(due: bool, published: bool, first_publication: bool) -> bool {
-    due && published && !first_publication
+/// the zone serves every key in status (`published`): the customer's chain is
+/// only compared with records the zone serves.
+pub fn check_now(due: bool, published: bool) -> bool {
+    due && published
 }
+
+/// How long the reconcile that first finds a domain's records published waits
+/// for its first check, so that one status write says both (a new domain is
+/// written twice: keys and records, then publication and the first check). A
+/// check that takes longer (the verification queue is long, the resolver slow)
+/// does not hold `RecordsPublished` back: it is written at once, and the check
+/// follows.
+pub const FIRST_CHECK_WAIT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
@@ -203,10 +208,9 @@ mod tests {
     }
 
     #[test]
-    fn publication_is_recorded_before_the_first_check() {
-        assert!(!check_now(true, true, true));
-        assert!(check_now(true, true, false));
-        assert!(!check_now(false, true, false));
-        assert!(!check_now(true, false, false));
+    fn only_served_records_are_checked() {
+        assert!(check_now(true, true));
+        assert!(!check_now(false, true));
+        assert!(!check_now(true, false));
     }
 }
