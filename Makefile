@@ -9,11 +9,12 @@ CARGO ?= cargo
 CRD_FILE := crds/sendingdomains.anypost.com.yaml
 
 .PHONY: help test test-deps control-plane fmt-check clippy cargo-test crds \
-	demo demo-down bench cluster-up cluster-down
+	demo demo-down bench cluster-up cluster-down image
 
 help:
 	@echo "make test        install/build what the tests need, then fmt check, clippy and every test"
 	@echo "make demo        run the operator locally against example domains (make demo-down stops it)"
+	@echo "make image       build the operator's image offline and import it into the local node"
 	@echo "make bench       the benchmarks, each beside its baseline"
 	@echo "make crds        regenerate $(CRD_FILE) from the Rust types"
 	@echo "make cluster-up  start the local control plane (scripts/dev-cluster up); cluster-down stops it"
@@ -48,6 +49,11 @@ demo:
 demo-down:
 	@if [[ -x scripts/demo ]]; then scripts/demo down; \
 	else echo "make demo-down: nothing to stop, the demo is coming soon"; fi
+
+## The operator's image, built offline from this repository and imported into the
+## local node (scripts/dev-cluster up --node); prints its reference.
+image:
+	@scripts/image
 
 bench:
 	@if [[ -x scripts/bench ]]; then scripts/bench; \
