@@ -10,9 +10,9 @@ use kube::Api;
 use std::path::PathBuf;
 use std::process::Command;
 
-const REQUIRED: &str = "zone.name=dns.anypost.example,zone.mxHost=mx.anypost.example,zone.spfInclude=spf.anypost.example,zone.trackingHost=t.anypost.example";
+pub const REQUIRED: &str = "zone.name=dns.anypost.example,zone.mxHost=mx.anypost.example,zone.spfInclude=spf.anypost.example,zone.trackingHost=t.anypost.example";
 
-fn helm() -> PathBuf {
+pub fn helm() -> PathBuf {
     let cache = std::env::var_os("ANYPOST_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -27,7 +27,7 @@ fn helm() -> PathBuf {
     p
 }
 
-fn helm_run(args: &[&str]) -> (bool, String, String) {
+pub fn helm_run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(helm())
         .args(args)
         .output()
@@ -39,7 +39,7 @@ fn helm_run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn chart() -> String {
+pub fn chart() -> String {
     repo_root()
         .join("charts/anypost-operator")
         .display()

@@ -9,6 +9,7 @@ mod controller;
 mod crd;
 mod demo;
 mod dns_embedded;
+mod pods;
 mod replicas;
 mod rfc2136;
 mod rotation;
