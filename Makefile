@@ -11,9 +11,13 @@ CRD_FILE := crds/sendingdomains.anypost.com.yaml
 .PHONY: help test test-deps control-plane fmt-check clippy cargo-test crds \
 	demo demo-down bench cluster-up cluster-down image
 
+# `make demo MODE=pods` runs the demo's operator as the chart's pods on the local node.
+MODE ?= process
+
 help:
 	@echo "make test        install/build what the tests need, then fmt check, clippy and every test"
 	@echo "make demo        run the operator locally against example domains (make demo-down stops it)"
+	@echo "                 MODE=pods: the same demo through the Helm chart, as pods on a local node"
 	@echo "make image       build the operator's image offline and import it into the local node"
 	@echo "make bench       the benchmarks, each beside its baseline"
 	@echo "make crds        regenerate $(CRD_FILE) from the Rust types"
@@ -43,12 +47,10 @@ crds:
 	cp $(CRD_FILE) charts/anypost-operator/crds/
 
 demo:
-	@if [[ -x scripts/demo ]]; then scripts/demo up; \
-	else echo "make demo: coming soon (local control plane, the operator, BIND and unbound, example domains)"; fi
+	DEMO_MODE=$(MODE) scripts/demo up
 
 demo-down:
-	@if [[ -x scripts/demo ]]; then scripts/demo down; \
-	else echo "make demo-down: nothing to stop, the demo is coming soon"; fi
+	scripts/demo down
 
 ## The operator's image, built offline from this repository and imported into the
 ## local node (scripts/dev-cluster up --node); prints its reference.
