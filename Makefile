@@ -8,7 +8,7 @@ SHELL := bash
 CARGO ?= cargo
 CRD_FILE := crds/sendingdomains.anypost.com.yaml
 
-.PHONY: help test test-deps control-plane fmt-check clippy cargo-test crds \
+.PHONY: help test test-deps control-plane fmt-check clippy node-build cargo-test crds \
 	demo demo-down bench cluster-up cluster-down image
 
 # `make demo MODE=pods` runs the demo's operator as the chart's pods on the local node.
@@ -24,13 +24,20 @@ help:
 	@echo "make cluster-up  start the local control plane (scripts/dev-cluster up); cluster-down stops it"
 
 ## Everything CI checks, in the order that fails fastest on a working machine.
-test: test-deps control-plane fmt-check clippy cargo-test
+test: test-deps control-plane fmt-check clippy node-build cargo-test
 
 test-deps:
 	scripts/install-test-deps
 
 control-plane:
 	scripts/dev-cluster up
+
+# What the pod tests run: the node's binaries and the operator's image, built (or
+# found cached) before the tests start, so no test waits on a build. The tests
+# start the node themselves.
+node-build:
+	scripts/dev-cluster build --node
+	scripts/image --no-import
 
 fmt-check:
 	$(CARGO) fmt --all --check
