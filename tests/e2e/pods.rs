@@ -900,3 +900,116 @@ fn namespaced_objects(ns: &str) -> BTreeSet<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The image `make image` built is the Dockerfile's last stage: an empty base, the
+/// stage's user, ports, entrypoint and command, and one layer holding nothing but
+/// the binary its tag names.
+#[test]
+fn the_image_built_here_is_the_dockerfiles_runtime_stage() {
+    let node = node();
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).unwrap();
+    let stage: Vec<&str> = dockerfile
+        .rsplit_once("\nFROM ")
+        .expect("the Dockerfile has stages")
+        .1
+        .lines()
+        .collect();
+    assert_eq!(stage[0].trim(), "scratch", "the runtime stage starts empty");
+    let directive = |name: &str| -> String {
+        stage
+            .iter()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in the Dockerfile's last stage"))
+            .trim()
+            .to_string()
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let untar = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&node.image_archive)
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let json = |digest: &str| -> serde_json::Value {
+        let path = dir
+            .path()
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    let manifest = json(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = json(manifest["config"]["digest"].as_str().unwrap());
+    let c = &config["config"];
+
+    assert_eq!(c["User"], directive("USER"));
+    let exposed: BTreeSet<String> = c["ExposedPorts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let declared: BTreeSet<String> = directive("EXPOSE")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(exposed, declared);
+    let entrypoint: serde_json::Value = serde_json::from_str(&directive("ENTRYPOINT")).unwrap();
+    assert_eq!(c["Entrypoint"], entrypoint);
+    let cmd: serde_json::Value = serde_json::from_str(&directive("CMD")).unwrap();
+    assert_eq!(c["Cmd"], cmd);
+
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "one layer: the binary");
+    let layer = dir.path().join("blobs/sha256").join(
+        layers[0]["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    let listing = std::process::Command::new("tar")
+        .arg("-tzf")
+        .arg(&layer)
+        .output()
+        .unwrap();
+    let files: Vec<String> = String::from_utf8(listing.stdout)
+        .unwrap()
+        .lines()
+        .filter(|f| !f.ends_with('/'))
+        .map(str::to_string)
+        .collect();
+    let binary = entrypoint[0].as_str().unwrap().trim_start_matches('/');
+    assert_eq!(files, [binary], "the layer holds only the binary");
+    let content = std::process::Command::new("tar")
+        .arg("-xzOf")
+        .arg(&layer)
+        .arg(binary)
+        .output()
+        .unwrap()
+        .stdout;
+    let digest = {
+        use sha2::Digest as _;
+        data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(&content)[..])
+    };
+    assert!(
+        node.image_tag.ends_with(&digest[..12]),
+        "the tag {} names another binary than the image's ({digest})",
+        node.image_tag
+    );
+    // Static: a 64-bit ELF whose program headers ask for no interpreter (no
+    // dynamic loader), so it runs on the empty base.
+    assert_eq!(&content[..5], b"\x7fELF\x02");
+    let u16_at = |at: usize| u16::from_le_bytes([content[at], content[at + 1]]) as usize;
+    let phoff = u64::from_le_bytes(content[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    const PT_INTERP: u32 = 3;
+    for i in 0..phnum {
+        let at = phoff + i * phentsize;
+        let p_type = u32::from_le_bytes(content[at..at + 4].try_into().unwrap());
+        assert_ne!(p_type, PT_INTERP, "the binary asks for a dynamic loader");
+    }
+}
