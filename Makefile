@@ -8,24 +8,36 @@ SHELL := bash
 CARGO ?= cargo
 CRD_FILE := crds/sendingdomains.anypost.com.yaml
 
-.PHONY: help test test-deps control-plane fmt-check clippy cargo-test crds \
-	demo demo-down bench cluster-up cluster-down
+.PHONY: help test test-deps control-plane fmt-check clippy node-build cargo-test crds \
+	demo demo-down bench cluster-up cluster-down image
+
+# `make demo MODE=pods` runs the demo's operator as the chart's pods on the local node.
+MODE ?= process
 
 help:
 	@echo "make test        install/build what the tests need, then fmt check, clippy and every test"
 	@echo "make demo        run the operator locally against example domains (make demo-down stops it)"
+	@echo "                 MODE=pods: the same demo through the Helm chart, as pods on a local node"
+	@echo "make image       build the operator's image offline and import it into the local node"
 	@echo "make bench       the benchmarks, each beside its baseline"
 	@echo "make crds        regenerate $(CRD_FILE) from the Rust types"
 	@echo "make cluster-up  start the local control plane (scripts/dev-cluster up); cluster-down stops it"
 
 ## Everything CI checks, in the order that fails fastest on a working machine.
-test: test-deps control-plane fmt-check clippy cargo-test
+test: test-deps control-plane fmt-check clippy node-build cargo-test
 
 test-deps:
 	scripts/install-test-deps
 
 control-plane:
 	scripts/dev-cluster up
+
+# What the pod tests run: the node's binaries and the operator's image, built (or
+# found cached) before the tests start, so no test waits on a build. The tests
+# start the node themselves.
+node-build:
+	scripts/dev-cluster build --node
+	scripts/image --no-import
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -42,12 +54,15 @@ crds:
 	cp $(CRD_FILE) charts/anypost-operator/crds/
 
 demo:
-	@if [[ -x scripts/demo ]]; then scripts/demo up; \
-	else echo "make demo: coming soon (local control plane, the operator, BIND and unbound, example domains)"; fi
+	DEMO_MODE=$(MODE) scripts/demo up
 
 demo-down:
-	@if [[ -x scripts/demo ]]; then scripts/demo down; \
-	else echo "make demo-down: nothing to stop, the demo is coming soon"; fi
+	scripts/demo down
+
+## The operator's image, built offline from this repository and imported into the
+## local node (scripts/dev-cluster up --node); prints its reference.
+image:
+	@scripts/image
 
 bench:
 	@if [[ -x scripts/bench ]]; then scripts/bench; \

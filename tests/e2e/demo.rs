@@ -1,12 +1,20 @@
 //! `make demo` end to end: the script a newcomer runs first, on the shared local
-//! control plane, then `make demo-down` leaving nothing behind.
+//! control plane, then `make demo-down` leaving nothing behind; with the operator
+//! as a process, and as the chart's pods on the local node (`make demo MODE=pods`).
 
-use crate::support::{cluster, kubectl_ok, repo_root};
+use crate::support::node::node;
+use crate::support::{cluster, eventually, kubectl_ok, repo_root};
 use std::process::Command;
+use std::time::Duration;
+use tokio::sync::Mutex;
 
-fn demo(arg: &str) -> (bool, String) {
+/// Both modes use the same namespaces and files: one demo at a time.
+static ONE_DEMO: Mutex<()> = Mutex::const_new(());
+
+fn demo(arg: &str, mode: &str) -> (bool, String) {
     let out = Command::new(repo_root().join("scripts/demo"))
         .arg(arg)
+        .env("DEMO_MODE", mode)
         .env(
             "ANYPOST_OPERATOR_BIN",
             env!("CARGO_BIN_EXE_anypost-operator"),
@@ -29,8 +37,39 @@ fn port_free(port: u16) -> bool {
 
 #[test]
 fn the_demo_verifies_two_domains_explains_the_third_and_cleans_up() {
+    let _one = ONE_DEMO.blocking_lock();
     cluster();
-    let (ok, out) = demo("up");
+    run_the_demo("process");
+}
+
+#[tokio::test]
+async fn the_demo_runs_through_the_chart_as_pods() {
+    let _one = ONE_DEMO.lock().await;
+    node();
+    run_the_demo("pods");
+    // The release is gone with its pods; the node stays for whoever else uses it.
+    eventually(Duration::from_secs(120), || async {
+        let left = kubectl_ok(&[
+            "get",
+            "deployments,pods,services",
+            "-n",
+            "anypost-system",
+            "-l",
+            "app.kubernetes.io/instance=anypost",
+            "-o",
+            "name",
+        ]);
+        if left.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(format!("left after demo down: {left}"))
+        }
+    })
+    .await;
+}
+
+fn run_the_demo(mode: &str) {
+    let (ok, out) = demo("up", mode);
     assert!(ok, "scripts/demo up failed:\n{out}");
     // The final table: two verified, the mistaken one pending with its code.
     let last_table: Vec<&str> = out
@@ -71,12 +110,24 @@ fn the_demo_verifies_two_domains_explains_the_third_and_cleans_up() {
         "{all}"
     );
 
+    if mode == "pods" {
+        assert!(
+            out.contains("both pods Ready"),
+            "the demo ran without the chart's pods:\n{out}"
+        );
+    }
+
     // Running it again does not break anything.
-    let (ok, again) = demo("up");
+    let (ok, again) = demo("up", mode);
     assert!(ok, "a second scripts/demo up failed:\n{again}");
 
     let ports = std::fs::read_to_string(repo_root().join("target/demo/ports.env")).unwrap();
-    let pids: Vec<String> = ["operator.pid", "named.pid.demo", "unbound.pid.demo"]
+    let processes: &[&str] = if mode == "pods" {
+        &["named.pid.demo", "unbound.pid.demo"]
+    } else {
+        &["operator.pid", "named.pid.demo", "unbound.pid.demo"]
+    };
+    let pids: Vec<String> = processes
         .iter()
         .map(|f| {
             std::fs::read_to_string(repo_root().join("target/demo").join(f))
@@ -85,7 +136,7 @@ fn the_demo_verifies_two_domains_explains_the_third_and_cleans_up() {
                 .to_string()
         })
         .collect();
-    let (ok, down) = demo("down");
+    let (ok, down) = demo("down", mode);
     assert!(ok, "scripts/demo down failed:\n{down}");
     for pid in &pids {
         assert!(

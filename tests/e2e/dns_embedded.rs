@@ -171,22 +171,22 @@ fn start(domains: &[SendingDomain], allow_axfr: &[&str]) -> Running {
 
 /// What `dig` printed, split into the parts the tests look at.
 #[derive(Debug, Default)]
-struct Dig {
-    status: String,
-    flags: Vec<String>,
-    answer: Vec<Vec<String>>,
-    authority: Vec<Vec<String>>,
-    additional: Vec<Vec<String>>,
-    raw: String,
+pub struct Dig {
+    pub status: String,
+    pub flags: Vec<String>,
+    pub answer: Vec<Vec<String>>,
+    pub authority: Vec<Vec<String>>,
+    pub additional: Vec<Vec<String>>,
+    pub raw: String,
 }
 
 impl Dig {
-    fn has_flag(&self, f: &str) -> bool {
+    pub fn has_flag(&self, f: &str) -> bool {
         self.flags.iter().any(|x| x == f)
     }
 
     /// The answer records of `rtype`, as their data fields joined by spaces.
-    fn data(&self, rtype: &str) -> Vec<String> {
+    pub fn data(&self, rtype: &str) -> Vec<String> {
         self.answer
             .iter()
             .filter(|r| r.get(3).map(String::as_str) == Some(rtype))
@@ -196,7 +196,7 @@ impl Dig {
 }
 
 /// Runs the real `dig` against the server. A missing `dig` fails the test.
-fn dig(addr: SocketAddr, args: &[&str]) -> Dig {
+pub fn dig(addr: SocketAddr, args: &[&str]) -> Dig {
     let out = Command::new("dig")
         .arg(format!("@{}", addr.ip()))
         .args(["-p", &addr.port().to_string()])
@@ -256,7 +256,7 @@ fn name(rel: &str, token: &str) -> String {
 }
 
 /// TXT data as dig prints it, back to one string.
-fn unquote(txt: &str) -> String {
+pub fn unquote(txt: &str) -> String {
     txt.split('"')
         .enumerate()
         .filter(|(i, _)| i % 2 == 1)

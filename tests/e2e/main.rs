@@ -11,6 +11,7 @@ mod demo;
 mod dns_embedded;
 mod gitops;
 mod observability;
+mod pods;
 mod replicas;
 mod rfc2136;
 mod rotation;

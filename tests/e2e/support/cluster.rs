@@ -32,37 +32,7 @@ pub fn cluster() -> &'static Cluster {
 }
 
 fn start() -> Result<Cluster, String> {
-    let script = repo_root().join("scripts/dev-cluster");
-    // Its progress (a first run builds the control plane for minutes) goes straight
-    // to the terminal, past the test harness's capture, and is kept for the error.
-    let mut child = Command::new(&script)
-        .arg("up")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("could not run {}: {e}", script.display()))?;
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let echo = std::thread::spawn(move || {
-        let mut seen = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(std::io::stderr(), "{line}");
-            seen.push_str(&line);
-            seen.push('\n');
-        }
-        seen
-    });
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for {}: {e}", script.display()))?;
-    let said = echo.join().unwrap_or_default();
-    if !out.status.success() {
-        return Err(format!(
-            "`scripts/dev-cluster up` failed ({}):\n{}{said}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-        ));
-    }
+    run_script("scripts/dev-cluster", &["up"])?;
     let state = target_dir().join("dev-cluster");
     let cluster = Cluster {
         kubeconfig: state.join("kubeconfig"),
@@ -108,6 +78,43 @@ fn start() -> Result<Cluster, String> {
         ));
     }
     Ok(cluster)
+}
+
+/// Runs one of the repository's scripts and returns its stdout. Its progress
+/// (stderr: a first run may build for minutes) goes straight to the terminal, past
+/// the test harness's capture, and is kept for the error when it fails.
+pub fn run_script(script: &str, args: &[&str]) -> Result<String, String> {
+    let path = repo_root().join(script);
+    let mut child = Command::new(&path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not run {}: {e}", path.display()))?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let echo = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = writeln!(std::io::stderr(), "{line}");
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("waiting for {}: {e}", path.display()))?;
+    let said = echo.join().unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "`{script} {}` failed ({}):\n{stdout}{said}",
+            args.join(" "),
+            out.status,
+        ));
+    }
+    Ok(stdout)
 }
 
 fn run_kubectl(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> Output {

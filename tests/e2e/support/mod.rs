@@ -11,6 +11,7 @@
 pub mod bind_rfc2136;
 mod cluster;
 pub mod dns_topology;
+pub mod node;
 mod operator;
 pub mod tools;
 

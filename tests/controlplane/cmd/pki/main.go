@@ -1,10 +1,15 @@
 // Command pki writes the keys and certificates the local test control plane needs:
-// a CA, the apiserver's serving certificate for loopback, client certificates for
-// the admin and the controller manager, and the service-account signing key pair.
+// a CA, the apiserver's serving certificate for loopback (and for the addresses
+// pods reach it at, given with -apiserver-ip), client certificates for the admin,
+// the controller manager, the scheduler, the kubelet of node -node-name, kube-proxy
+// and the apiserver's calls to the kubelet, serving certificates for the
+// controller manager, the scheduler and the kubelet, and the service-account
+// signing key pair.
 //
 // It exists so that scripts/dev-cluster needs nothing beyond the Go toolchain that
 // builds the control plane anyway (no openssl). Files that already exist are kept,
-// so running it again is harmless and a kubeconfig stays valid across restarts.
+// so running it again is harmless and a kubeconfig stays valid across restarts; a
+// serving certificate that lacks an address asked for now is issued again.
 package main
 
 import (
@@ -23,6 +28,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -30,6 +36,9 @@ const validity = 10 * 365 * 24 * time.Hour
 
 func main() {
 	dir := flag.String("dir", "", "directory to write the files into (required)")
+	apiserverIPs := flag.String("apiserver-ip", "", "comma-separated addresses the apiserver is also reached at, besides loopback")
+	nodeName := flag.String("node-name", "", "the node whose kubelet gets certificates (none without it)")
+	nodeIP := flag.String("node-ip", "", "the address the kubelet serves on")
 	flag.Parse()
 	if *dir == "" {
 		log.Fatal("--dir is required")
@@ -68,7 +77,7 @@ func main() {
 	ca, caKey := loadCA(p("ca.crt"), p("ca.key"))
 
 	leaf := func(name string, subject pkix.Name, usage x509.ExtKeyUsage, ips []net.IP, dns []string) {
-		if exists(p(name + ".crt")) {
+		if exists(p(name+".crt")) && coversIPs(p(name+".crt"), ips) {
 			return
 		}
 		k := newKey()
@@ -89,8 +98,8 @@ func main() {
 	}
 
 	leaf("apiserver", pkix.Name{CommonName: "kube-apiserver"}, x509.ExtKeyUsageServerAuth,
-		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
-		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"})
+		append([]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}, parseIPs(*apiserverIPs)...),
+		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"})
 	leaf("controller-manager-serving", pkix.Name{CommonName: "kube-controller-manager"}, x509.ExtKeyUsageServerAuth,
 		[]net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"})
 	// system:masters: the dev cluster's admin and controller manager may do anything.
@@ -98,6 +107,63 @@ func main() {
 		x509.ExtKeyUsageClientAuth, nil, nil)
 	leaf("controller-manager", pkix.Name{CommonName: "system:kube-controller-manager", Organization: []string{"system:masters"}},
 		x509.ExtKeyUsageClientAuth, nil, nil)
+
+	// The node's parts, with the identities Kubernetes' default RBAC knows.
+	leaf("scheduler-serving", pkix.Name{CommonName: "kube-scheduler"}, x509.ExtKeyUsageServerAuth,
+		[]net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"})
+	leaf("scheduler", pkix.Name{CommonName: "system:kube-scheduler"}, x509.ExtKeyUsageClientAuth, nil, nil)
+	leaf("kube-proxy", pkix.Name{CommonName: "system:kube-proxy"}, x509.ExtKeyUsageClientAuth, nil, nil)
+	// The apiserver's identity towards kubelets (logs, exec, port-forward).
+	leaf("apiserver-kubelet-client", pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+		x509.ExtKeyUsageClientAuth, nil, nil)
+	if *nodeName != "" {
+		leaf("kubelet", pkix.Name{CommonName: "system:node:" + *nodeName, Organization: []string{"system:nodes"}},
+			x509.ExtKeyUsageClientAuth, nil, nil)
+		leaf("kubelet-serving", pkix.Name{CommonName: *nodeName}, x509.ExtKeyUsageServerAuth,
+			append([]net.IP{net.ParseIP("127.0.0.1")}, parseIPs(*nodeIP)...), []string{*nodeName, "localhost"})
+	}
+}
+
+func parseIPs(list string) []net.IP {
+	var ips []net.IP
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		ip := net.ParseIP(s)
+		if ip == nil {
+			log.Fatalf("pki: %q is not an IP address", s)
+		}
+		ips = append(ips, ip)
+	}
+	return ips
+}
+
+// coversIPs tells whether the certificate at path names every address in ips.
+func coversIPs(path string, ips []net.IP) bool {
+	b, err := os.ReadFile(path)
+	must(err)
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return false
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return false
+	}
+	for _, want := range ips {
+		found := false
+		for _, have := range cert.IPAddresses {
+			if have.Equal(want) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 func newKey() *ecdsa.PrivateKey {
