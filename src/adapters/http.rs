@@ -18,11 +18,15 @@ pub struct Readiness {
     /// The zone has been built from a complete list of SendingDomains (and, for
     /// the embedded backend, the DNS server is listening).
     pub zone: AtomicBool,
+    /// The process is stopping: it still answers DNS, but takes no new traffic.
+    pub draining: AtomicBool,
 }
 
 impl Readiness {
     pub fn ready(&self) -> bool {
-        self.identity.load(Ordering::Relaxed) && self.zone.load(Ordering::Relaxed)
+        self.identity.load(Ordering::Relaxed)
+            && self.zone.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
     }
 }
 

@@ -215,6 +215,11 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "ANYPOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// On SIGTERM, how long to keep answering DNS (after handing the leader Lease
+    /// over and failing /readyz) while load balancers stop sending queries here.
+    #[arg(long, env = "ANYPOST_SHUTDOWN_DRAIN", default_value = "0s", value_parser = duration)]
+    pub shutdown_drain: Duration,
 }
 
 /// Flags of the rfc2136 backend.

@@ -133,13 +133,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         r = http => r.context("the HTTP server stopped")?.context("the HTTP server failed")?,
         () = shutdown_signal() => tracing::info!("shutting down"),
     }
-    // The controller has stopped (select dropped it): hand the lease over now
-    // rather than let the next leader wait for it to run out.
+    // The controller has stopped (select dropped it): take no new traffic, hand
+    // the lease over now rather than let the next leader wait for it to run out,
+    // and keep answering DNS while load balancers drop this replica.
+    readiness.draining.store(true, Ordering::Relaxed);
     if let Some((identity, task)) = election {
         task.abort();
         if *leading.borrow() {
             release(client, &namespace, &identity).await;
         }
+    }
+    if !args.shutdown_drain.is_zero() {
+        tracing::info!(
+            drain = %crate::core::duration::format(args.shutdown_drain),
+            "still answering DNS while load balancers drop this replica"
+        );
+        tokio::time::sleep(args.shutdown_drain).await;
     }
     Ok(())
 }
