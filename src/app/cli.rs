@@ -72,6 +72,15 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A count that must be at least 1 (a concurrency bound).
+fn positive_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err(format!("{s:?} must be at least 1")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a count: {e}")),
+    }
+}
+
 /// What goes into the operator's zone and how it is answered.
 #[derive(Args, Debug, Clone)]
 pub struct ZoneArgs {
@@ -168,7 +177,7 @@ pub struct RunArgs {
     pub verified_grace: Duration,
 
     /// Most domains verified at once.
-    #[arg(long, env = "ANYPOST_VERIFY_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "ANYPOST_VERIFY_CONCURRENCY", default_value = "16", value_parser = positive_count)]
     pub verify_concurrency: usize,
 
     /// How long a replaced DKIM key stays published for mail in flight.
@@ -411,6 +420,7 @@ mod tests {
             ("--rfc2136-resync", "0s", "must be longer than 0s"),
             ("--verify-interval", "0m", "must be longer than 0s"),
             ("--resolver-timeout", "0ms", "must be longer than 0s"),
+            ("--verify-concurrency", "0", "must be at least 1"),
             (
                 "--pending-max-interval",
                 "99999999999999999999h",
