@@ -10,6 +10,7 @@ mod crd;
 mod demo;
 mod dns_embedded;
 mod gitops;
+mod leadership;
 mod observability;
 mod replicas;
 mod rfc2136;
