@@ -15,4 +15,5 @@ mod observability;
 mod replicas;
 mod rfc2136;
 mod rotation;
+mod shards;
 mod verify;

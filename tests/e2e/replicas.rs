@@ -100,7 +100,7 @@ impl Replica {
 }
 
 /// `dig +short` against one server; TXT strings are joined.
-fn dig_short(addr: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
+pub fn dig_short(addr: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
     let out = Command::new("dig")
         .arg(format!("@{}", addr.ip()))
         .args(["-p", &addr.port().to_string()])

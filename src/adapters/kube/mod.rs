@@ -2,6 +2,7 @@
 //! key, the leader Lease and the fence it keeps, and the fenced writes of status,
 //! Secrets and the finalizer.
 
+pub mod claims;
 pub mod client;
 pub mod domains;
 pub mod fence;
