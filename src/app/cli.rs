@@ -2,6 +2,7 @@
 //! variable, and the dispatch to each subcommand.
 
 use crate::adapters::dns::rfc2136::Rfc2136Settings;
+use crate::adapters::kube::leader::LeaseTimings;
 use crate::controller;
 use crate::core::config::FieldError;
 use crate::core::naming::host_name;
@@ -77,6 +78,32 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     match duration(s)? {
         d if d.is_zero() => Err(format!("{s:?} must be longer than 0s")),
         d => Ok(d),
+    }
+}
+
+/// A count that must be at least 1 (a concurrency bound).
+fn positive_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err(format!("{s:?} must be at least 1")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a count: {e}")),
+    }
+}
+
+/// A shard's name: one DNS label (it ends the leader Lease's name).
+fn shard_name(s: &str) -> Result<String, String> {
+    let label = s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.is_empty();
+    if label {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} must be lower-case letters, digits and inner hyphens, at most 40 characters"
+        ))
     }
 }
 
@@ -176,7 +203,7 @@ pub struct RunArgs {
     pub verified_grace: Duration,
 
     /// Most domains verified at once.
-    #[arg(long, env = "ANYPOST_VERIFY_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "ANYPOST_VERIFY_CONCURRENCY", default_value = "16", value_parser = positive_count)]
     pub verify_concurrency: usize,
 
     /// Most checks started per second, over all domains (each check asks the
@@ -204,10 +231,32 @@ pub struct RunArgs {
     #[arg(long, env = "ANYPOST_SELECTOR")]
     pub selector: Option<String>,
 
+    /// Name of this shard: its replicas elect their leader with the Lease
+    /// anypost-operator-leader-<shard>. Default: with --selector, a name derived
+    /// from the selector (operators with different selectors lead side by side);
+    /// without, the unsharded anypost-operator-leader.
+    #[arg(long, env = "ANYPOST_SHARD", value_parser = shard_name)]
+    pub shard: Option<String>,
+
     /// Elect a leader with a Lease so that only one replica writes. Turn off only
     /// when running a single replica outside a cluster.
     #[arg(long, env = "ANYPOST_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
+
+    /// How long the leader Lease stays valid without renewal: another replica
+    /// takes over once the Lease has not changed for this long (whole seconds).
+    #[arg(long, env = "ANYPOST_LEADER_LEASE_DURATION", default_value = "15s", value_parser = positive_duration)]
+    pub leader_lease_duration: Duration,
+
+    /// How long the leader keeps writing after its last successful renewal; it
+    /// stops at once when this passes. Shorter than --leader-lease-duration.
+    #[arg(long, env = "ANYPOST_LEADER_RENEW_DEADLINE", default_value = "10s", value_parser = positive_duration)]
+    pub leader_renew_deadline: Duration,
+
+    /// How often the leader renews its Lease and the others try to take it.
+    /// Shorter than --leader-renew-deadline.
+    #[arg(long, env = "ANYPOST_LEADER_RETRY_PERIOD", default_value = "2s", value_parser = positive_duration)]
+    pub leader_retry_period: Duration,
 
     #[command(flatten)]
     pub rfc2136: Rfc2136Args,
@@ -324,6 +373,15 @@ impl Rfc2136Args {
 }
 
 impl RunArgs {
+    /// The leader election's timings as the flags give them.
+    pub fn lease_timings(&self) -> Result<LeaseTimings, FieldError> {
+        LeaseTimings::new(
+            self.leader_lease_duration,
+            self.leader_renew_deadline,
+            self.leader_retry_period,
+        )
+    }
+
     /// What reconcile depends on.
     pub fn controller_config(&self) -> controller::Config {
         controller::Config {
@@ -357,6 +415,9 @@ const FLAGS: &[(&str, &str)] = &[
     ("secret_file", "--tsig-secret-file"),
     ("algorithm", "--tsig-algorithm"),
     ("resync", "--rfc2136-resync"),
+    ("lease_duration", "--leader-lease-duration"),
+    ("renew_deadline", "--leader-renew-deadline"),
+    ("retry_period", "--leader-retry-period"),
 ];
 
 /// A settings error in the words of the command line: the flag, the value, why.
@@ -431,6 +492,9 @@ mod tests {
             ("--rfc2136-resync", "0s", "must be longer than 0s"),
             ("--verify-interval", "0m", "must be longer than 0s"),
             ("--resolver-timeout", "0ms", "must be longer than 0s"),
+            ("--verify-concurrency", "0", "must be at least 1"),
+            ("--leader-retry-period", "0s", "must be longer than 0s"),
+            ("--shard", "Gold", "lower-case"),
             (
                 "--pending-max-interval",
                 "99999999999999999999h",
@@ -476,6 +540,9 @@ mod tests {
             "secret_file",
             "algorithm",
             "resync",
+            "lease_duration",
+            "renew_deadline",
+            "retry_period",
         ] {
             assert!(FLAGS.iter().any(|(f, _)| *f == field), "{field}");
         }

@@ -9,7 +9,8 @@ use crate::adapters::dns::rfc2136::{
     self, Rfc2136Config, Rfc2136Publisher, Rfc2136Sync, SyncMetrics,
 };
 use crate::adapters::http::{self, Readiness};
-use crate::adapters::kube::{Domains, identity, leader};
+use crate::adapters::kube::leader::{Elector, LeaseTimings};
+use crate::adapters::kube::{Domains, LeaderGuard, client, identity, leader};
 use crate::adapters::resolver::{Resolver, ResolverVerifier};
 use crate::controller::{self, Context};
 use crate::core::ports::{Publisher, Verifier};
@@ -21,7 +22,6 @@ use kube::Client;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use tokio::sync::watch;
 
 /// The task serving (or pushing) the zone; it ends only on failure.
 type ZoneTask = tokio::task::JoinHandle<anyhow::Result<()>>;
@@ -55,6 +55,7 @@ struct Plan {
     zone: ZoneConfig,
     rfc2136: Option<Rfc2136Config>,
     verifier: Arc<dyn Verifier>,
+    timings: LeaseTimings,
 }
 
 fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
@@ -81,19 +82,27 @@ fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
         zone,
         rfc2136,
         verifier,
+        timings: args.lease_timings().map_err(flag_error)?,
     })
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let plan = plan(&args)?;
-    let client = Client::try_default()
+    let me = replica_identity();
+    let guard = match args.leader_election {
+        true => LeaderGuard::elected(),
+        false => LeaderGuard::always(),
+    };
+    let clients = client::connect(&me, &guard)
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let client = clients.fenced.clone();
     let namespace = operator_namespace(args.namespace.clone());
     let metrics = Arc::new(Metrics::default());
+    metrics.register(|r| guard.register(r));
     let readiness = Arc::new(Readiness::default());
 
-    let identity_key = identity::load_or_create(client.clone(), &namespace).await?;
+    let identity_key = identity::load_or_create(clients.plain.clone(), &namespace).await?;
     readiness.identity.store(true, Ordering::Relaxed);
     tracing::info!(%namespace, zone = %plan.zone.zone, "identity key loaded");
     let http = tokio::spawn(http::serve(
@@ -105,7 +114,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (domains, watch_domains) = Domains::start(client.clone(), args.selector.as_deref());
     let watch_domains = tokio::spawn(watch_domains);
     // One election for every writer: the controller and the RFC2136 sync.
-    let (leader_rx, election) = elect(&args, &client, &namespace);
+    let lease = leader::lease_name(args.shard.as_deref(), args.selector.as_deref());
+    let election = args.leader_election.then(|| {
+        let elector = Elector::new(clients.plain.clone(), &namespace, &lease, &me, plan.timings);
+        tracing::info!(%lease, %namespace, identity = %me, "electing a leader");
+        tokio::spawn(leader::run(elector, guard.clone()))
+    });
+    let leader_rx = guard.leading();
     let (publisher, zone_task) = start_zone(
         &args,
         plan.zone,
@@ -113,7 +128,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         domains.clone(),
         &readiness,
         &metrics,
-        leader_rx.clone(),
+        guard.clone(),
     )
     .await?;
     let ctx = Arc::new(Context::new(
@@ -137,10 +152,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // the lease over now rather than let the next leader wait for it to run out,
     // and keep answering DNS while load balancers drop this replica.
     readiness.draining.store(true, Ordering::Relaxed);
-    if let Some((identity, task)) = election {
+    if let Some(task) = election {
         task.abort();
         if *leading.borrow() {
-            release(client, &namespace, &identity).await;
+            guard.revoke();
+            release(clients.plain, &namespace, &lease, &me).await;
         }
     }
     if !args.shutdown_drain.is_zero() {
@@ -153,35 +169,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the leader election (unless it is off: then this replica always
-/// leads). Returns whether this replica leads, and the election's identity and
-/// task.
-fn elect(
-    args: &RunArgs,
-    client: &Client,
-    namespace: &str,
-) -> (
-    watch::Receiver<bool>,
-    Option<(String, tokio::task::JoinHandle<()>)>,
-) {
-    let (leader_tx, leader_rx) = watch::channel(!args.leader_election);
-    let election = args.leader_election.then(|| {
-        let identity = std::env::var("POD_NAME")
-            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-        let task = tokio::spawn(leader::run(
-            client.clone(),
-            namespace.to_string(),
-            identity.clone(),
-            leader_tx,
-        ));
-        (identity, task)
-    });
-    (leader_rx, election)
+/// This replica's name in the Lease and in the User-Agent of its requests: the
+/// pod's name (`POD_NAME`, from the downward API), else `<hostname>-<pid>`.
+fn replica_identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()))
 }
 
-async fn release(client: Client, namespace: &str, identity: &str) {
-    match leader::release(client, namespace, identity).await {
-        Ok(true) => tracing::info!(lease = leader::LEASE_NAME, "released the leader lease"),
+async fn release(client: Client, namespace: &str, lease: &str, identity: &str) {
+    match leader::release(client, namespace, lease, identity).await {
+        Ok(true) => tracing::info!(%lease, "released the leader lease"),
         Ok(false) => {}
         Err(e) => {
             tracing::warn!(error = %e, "releasing the leader lease failed; it runs out by itself")
@@ -198,7 +194,7 @@ async fn start_zone(
     domains: Arc<Domains>,
     readiness: &Arc<Readiness>,
     metrics: &Arc<Metrics>,
-    leader: watch::Receiver<bool>,
+    guard: LeaderGuard,
 ) -> anyhow::Result<(Arc<dyn Publisher>, ZoneTask)> {
     let ready = {
         let readiness = readiness.clone();
@@ -236,7 +232,8 @@ async fn start_zone(
         zone,
         config,
         publisher: publisher.clone(),
-        leader,
+        leader: guard.leading(),
+        guard,
         metrics: sync_metrics,
     };
     let task = tokio::spawn(async move {

@@ -62,6 +62,8 @@ impl Error {
         match self {
             Error::ReadDkimSecret { .. } => "read_dkim_secret",
             Error::Write(WriteError::Superseded { .. }) => "superseded",
+            Error::Write(WriteError::NotLeader { .. }) => "not_leader",
+            Error::Write(WriteError::Conflict { .. }) => "conflict",
             Error::Write(e) => match e.write() {
                 Write::Status => "patch_status",
                 Write::Secret => "apply_dkim_secret",

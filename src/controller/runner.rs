@@ -91,6 +91,15 @@ fn error_policy(sd: Arc<SendingDomain>, err: &Error, ctx: Arc<Context>) -> Actio
             category: err.category(),
         })
         .inc();
+    if let Error::Write(WriteError::NotLeader { .. }) = err {
+        // The term is ending: the election stops this controller at once.
+        tracing::info!(
+            namespace = %sd.namespace().unwrap_or_default(),
+            name = %sd.name_any(),
+            "write refused: no longer the leader"
+        );
+        return Action::await_change();
+    }
     if let Error::Write(WriteError::Superseded { .. }) = err {
         // Not a failure: the object that replaced it has its own reconcile.
         tracing::info!(

@@ -105,6 +105,11 @@ pub fn operator(name: &str, home: &str, run: &str, env: &[(&str, &str)]) -> Oper
     operator_with(name, home, run, &[], env)
 }
 
+/// The leader Lease of the test operators of `run` (each selector elects its own).
+pub fn lease_of(run: &str) -> String {
+    leader::lease_name(None, Some(&format!("anypost.com/e2e-run={run}")))
+}
+
 /// A SendingDomain manifest labelled for `run`.
 pub fn manifest(name: &str, run: &str, spec: &str) -> String {
     format!(
@@ -450,15 +455,16 @@ async fn a_conflict_still_hands_over_after_the_lease_was_lost_and_regained() {
 
     // Another holder takes the Lease for one term, then stops renewing it.
     let leases: Api<Lease> = first.api();
+    let lease_name = lease_of(&run);
     eventually(WAIT, || async {
-        let mut lease = leases.get(leader::LEASE_NAME).await?;
+        let mut lease = leases.get(&lease_name).await?;
         let spec = lease.spec.get_or_insert_with(Default::default);
         let now = MicroTime(jiff::Timestamp::now());
         spec.holder_identity = Some("another-replica".into());
         spec.acquire_time = Some(now.clone());
         spec.renew_time = Some(now);
         leases
-            .replace(leader::LEASE_NAME, &PostParams::default(), &lease)
+            .replace(&lease_name, &PostParams::default(), &lease)
             .await?;
         Ok::<_, anyhow::Error>(())
     })

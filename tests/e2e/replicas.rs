@@ -6,7 +6,7 @@
 //! Lease and the identity Secret in the test's namespace (`--namespace`), and
 //! `POD_NAME` gives each its Lease identity, as the chart's downward API does.
 
-use crate::controller::{ZONE, manifest, operator_args_with, wait_published};
+use crate::controller::{ZONE, lease_of, manifest, operator_args_with, wait_published};
 use crate::support::dns_topology::free_port;
 use crate::support::{Operator, TestNs, eventually, http_get, metric};
 use anyhow::{Context as _, ensure};
@@ -100,7 +100,7 @@ impl Replica {
 }
 
 /// `dig +short` against one server; TXT strings are joined.
-fn dig_short(addr: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
+pub fn dig_short(addr: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
     let out = Command::new("dig")
         .arg(format!("@{}", addr.ip()))
         .args(["-p", &addr.port().to_string()])
@@ -120,12 +120,12 @@ fn dig_short(addr: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
         .collect()
 }
 
-/// `kubectl get lease anypost-operator-leader -o jsonpath={.spec.holderIdentity}`.
+/// `kubectl get lease <the test's Lease> -o jsonpath={.spec.holderIdentity}`.
 fn lease_holder(ns: &TestNs) -> anyhow::Result<String> {
     let out = ns.kubectl(&[
         "get",
         "lease",
-        "anypost-operator-leader",
+        &lease_of(&ns.name),
         "-o",
         "jsonpath={.spec.holderIdentity}",
     ]);

@@ -385,6 +385,7 @@ async fn rfc2136_large_zones_go_in_batches_and_come_back_whole() {
     use anypost_operator::adapters::dns::rfc2136::{
         Rfc2136Config, Rfc2136Settings, Server, sync_once,
     };
+    use anypost_operator::adapters::kube::LeaderGuard;
     use anypost_operator::core::zone::{
         RData, RecordType, RrSet, ZoneConfig, ZoneSettings, dkim_text,
     };
@@ -432,7 +433,9 @@ async fn rfc2136_large_zones_go_in_batches_and_come_back_whole() {
         );
     }
 
-    let first = sync_once(&server, &desired).await.unwrap();
+    let first = sync_once(&server, &desired, &LeaderGuard::always())
+        .await
+        .unwrap();
     assert_eq!(
         (first.created, first.replaced, first.deleted),
         (2 * N, 0, 0)
@@ -444,7 +447,9 @@ async fn rfc2136_large_zones_go_in_batches_and_come_back_whole() {
     );
 
     // What was written reads back exactly, across a transfer of many messages.
-    let second = sync_once(&server, &desired).await.unwrap();
+    let second = sync_once(&server, &desired, &LeaderGuard::always())
+        .await
+        .unwrap();
     assert_eq!(
         (
             second.created,
@@ -481,12 +486,16 @@ async fn rfc2136_large_zones_go_in_batches_and_come_back_whole() {
         &format!("anypost1._domainkey.t0001.{ZONE}"),
         RrSet::one(300, RData::txt(&dkim_text("QUJD"))),
     );
-    let third = sync_once(&server, &desired).await.unwrap();
+    let third = sync_once(&server, &desired, &LeaderGuard::always())
+        .await
+        .unwrap();
     assert_eq!((third.created, third.replaced, third.deleted), (0, 1, N));
     assert!(bind.dig("t0000", "MX").is_empty());
     assert_eq!(bind.dig("t0001", "MX"), ["10 mx.anypost.test."]);
     assert_eq!(bind.txt("anypost1._domainkey.t0001"), [dkim_text("QUJD")]);
-    let fourth = sync_once(&server, &desired).await.unwrap();
+    let fourth = sync_once(&server, &desired, &LeaderGuard::always())
+        .await
+        .unwrap();
     assert_eq!(fourth.batches, 0);
     assert_eq!(fourth.zone.len(), desired.len() + 1, "plus ns1's address");
 }

@@ -2,8 +2,11 @@
 //! reads SendingDomains: the controller (through a subscription that also wakes
 //! the other claims on a domain when one changes), the embedded zone and the
 //! RFC2136 sync (through a change counter). Objects are kept trimmed: no
-//! `managedFields`, and of the annotations only the operator's own.
+//! `managedFields`, and of the annotations only the operator's own. When a label
+//! selector limits it to one shard, a second, trimmed watch of every claim in the
+//! cluster ([`super::claims`]) lets claims be judged across shards.
 
+use super::claims::AllClaims;
 use crate::core::api::{GROUP, SendingDomain};
 use futures::{Stream, StreamExt};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -28,6 +31,9 @@ pub struct Domains {
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<SendingDomain>>>>,
     /// The claims on each `spec.domain`.
     claims: Mutex<Claims>,
+    /// Every claim in the cluster, when `selector` limits the cache: claims are
+    /// judged across shards (see [`super::claims`]).
+    all_claims: Option<Arc<AllClaims>>,
 }
 
 #[derive(Default)]
@@ -62,12 +68,27 @@ impl Domains {
             config = config.labels(selector);
         }
         let (store, writer) = reflector::store();
-        let domains = Arc::new(Domains {
-            store,
-            version: watch::channel(0).0,
-            loaded: watch::channel(false).0,
-            subscribers: Mutex::default(),
-            claims: Mutex::default(),
+        let mut claims_drive = None;
+        let domains = Arc::new_cyclic(|me: &std::sync::Weak<Domains>| {
+            let all_claims = selector.map(|_| {
+                let me = me.clone();
+                let on_change = move |d: &str| {
+                    if let Some(me) = me.upgrade() {
+                        me.rival_changed(d);
+                    }
+                };
+                let (all, drive) = AllClaims::start(api.clone().into_client(), on_change);
+                claims_drive = Some(drive);
+                all
+            });
+            Domains {
+                store,
+                version: watch::channel(0).0,
+                loaded: watch::channel(false).0,
+                subscribers: Mutex::default(),
+                claims: Mutex::default(),
+                all_claims,
+            }
         });
         let me = domains.clone();
         let events = watcher(api, config)
@@ -81,7 +102,26 @@ impl Domains {
             }
             std::future::ready(())
         });
+        let claims_drive = async move {
+            if let Some(d) = claims_drive {
+                d.await
+            }
+        };
+        let drive = async move {
+            futures::future::join(drive, claims_drive).await;
+        };
         (domains, drive)
+    }
+
+    /// A claim of another shard on `domain` appeared, went, or is being deleted:
+    /// this shard's claims on it are judged again, and the zone rebuilt.
+    fn rival_changed(&self, domain: &str) {
+        let local = self.local_claims_on(domain);
+        if local.is_empty() {
+            return;
+        }
+        lock(&self.subscribers).retain(|tx| local.iter().all(|sd| tx.send(sd.clone()).is_ok()));
+        self.version.send_modify(|v| *v += 1);
     }
 
     fn changed(&self, event: watcher::Event<SendingDomain>) {
@@ -148,13 +188,19 @@ impl Domains {
         self.store.clone()
     }
 
-    /// Waits until the first complete list is in; false if the watch is gone.
+    /// Waits until the first complete list is in (and, when sharded, that of
+    /// every claim); false if a watch is gone.
     pub async fn ready(&self) -> bool {
-        self.loaded
+        let loaded = self
+            .loaded
             .subscribe()
             .wait_for(|loaded| *loaded)
             .await
-            .is_ok()
+            .is_ok();
+        match &self.all_claims {
+            Some(all) => loaded && all.ready().await,
+            None => loaded,
+        }
     }
 
     /// Resolves after the next change (or at once if one arrived since `seen`).
@@ -162,19 +208,46 @@ impl Domains {
         self.version.subscribe()
     }
 
-    /// Every SendingDomain (as an owned list: hold it briefly).
+    /// Every SendingDomain of this installation (as an owned list: hold it
+    /// briefly); when sharded, also the other shards' claims on the same domains,
+    /// as stubs without status (see [`super::claims`]), so that a zone built from
+    /// this list publishes a domain only where its claim wins cluster-wide.
     pub fn all(&self) -> Vec<Arc<SendingDomain>> {
-        self.store.state()
+        let mut all = self.store.state();
+        if let Some(claims) = &self.all_claims {
+            let domains: HashSet<String> = all.iter().map(|d| d.spec.domain.clone()).collect();
+            for d in &domains {
+                all.extend(self.rivals(claims, d));
+            }
+        }
+        all
     }
 
-    /// The SendingDomains claiming `domain` (a `spec.domain` value).
+    /// The SendingDomains claiming `domain` (a `spec.domain` value), of every
+    /// shard.
     pub fn claims_on(&self, domain: &str) -> Vec<Arc<SendingDomain>> {
+        let mut claims = self.local_claims_on(domain);
+        if let Some(all) = &self.all_claims {
+            claims.extend(self.rivals(all, domain));
+        }
+        claims
+    }
+
+    /// This installation's claims on `domain`.
+    fn local_claims_on(&self, domain: &str) -> Vec<Arc<SendingDomain>> {
         let refs: Vec<Ref> = lock(&self.claims)
             .by_domain
             .get(domain)
             .map(|r| r.iter().cloned().collect())
             .unwrap_or_default();
         refs.iter().filter_map(|r| self.store.get(r)).collect()
+    }
+
+    /// Other shards' claims on `domain`.
+    fn rivals(&self, all: &AllClaims, domain: &str) -> Vec<Arc<SendingDomain>> {
+        let mut rivals = all.on(domain);
+        rivals.retain(|r| self.store.get(&ObjectRef::from_obj(&**r)).is_none());
+        rivals
     }
 
     /// Every SendingDomain that changes from now on, and the other claims on its

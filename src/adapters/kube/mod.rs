@@ -1,9 +1,14 @@
-//! The Kubernetes API: the shared SendingDomain cache, the identity key, the
-//! leader Lease, and the fenced writes of status, Secrets and the finalizer.
+//! The Kubernetes API: the clients, the shared SendingDomain cache, the identity
+//! key, the leader Lease and the fence it keeps, and the fenced writes of status,
+//! Secrets and the finalizer.
 
+pub mod claims;
+pub mod client;
 pub mod domains;
+pub mod fence;
 pub mod identity;
 pub mod leader;
 pub mod writes;
 
 pub use domains::Domains;
+pub use fence::LeaderGuard;

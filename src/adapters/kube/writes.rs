@@ -1,12 +1,15 @@
 //! Every write the controller makes to the API for a SendingDomain, each fenced
 //! to the object it was computed from: a reconcile that read an object since
 //! deleted (or deleted and re-created under the same name) fails instead of
-//! writing onto the new one.
+//! writing onto the new one. They go through the fenced client, so a replica that
+//! does not lead (or whose Lease's renew deadline passed) sends none of them:
+//! [`WriteError::NotLeader`].
 
+use super::fence::is_refused;
 use crate::core::api::{MANAGED_BY_LABEL, MANAGER, SendingDomain, SendingDomainStatus};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -53,6 +56,16 @@ pub enum WriteError {
         uid: String,
         write: Write,
     },
+    /// This replica may not write now: it does not lead, or its Lease's renew
+    /// deadline passed (see [`super::fence`]). Nothing was sent.
+    #[error(
+        "the {write} of SendingDomain {object} was not written: this replica is not the leader, or its Lease's renew deadline passed"
+    )]
+    NotLeader { object: String, write: Write },
+    /// What the write was computed from changed meanwhile (someone else wrote
+    /// it): nothing was written; the next reconcile reads it again.
+    #[error("the {write} of SendingDomain {object} changed since it was read; it was not written")]
+    Conflict { object: String, write: Write },
     /// The API refused or failed the write (or the read that fences it).
     #[error("writing the {write} of SendingDomain {object}: {source}")]
     Api {
@@ -65,7 +78,10 @@ pub enum WriteError {
 impl WriteError {
     pub fn write(&self) -> Write {
         match self {
-            WriteError::Superseded { write, .. } | WriteError::Api { write, .. } => *write,
+            WriteError::Superseded { write, .. }
+            | WriteError::NotLeader { write, .. }
+            | WriteError::Conflict { write, .. }
+            | WriteError::Api { write, .. } => *write,
         }
     }
 }
@@ -87,6 +103,21 @@ fn superseded(sd: &SendingDomain, write: Write) -> WriteError {
     }
 }
 
+/// The error for a failed write: refused by the leader's fence, or the API's.
+fn api_error(sd: &SendingDomain, write: Write, source: kube::Error) -> WriteError {
+    if is_refused(&source) {
+        return WriteError::NotLeader {
+            object: object(sd),
+            write,
+        };
+    }
+    WriteError::Api {
+        object: object(sd),
+        write,
+        source,
+    }
+}
+
 /// The error for a failed fenced write: superseded when the object is gone or is
 /// another object now (404; the JSON patch's uid test failing, 422; a
 /// server-side apply carrying another uid, 409 or 422).
@@ -102,11 +133,7 @@ fn failed(sd: &SendingDomain, write: Write, source: kube::Error) -> WriteError {
     if replaced {
         superseded(sd, write)
     } else {
-        WriteError::Api {
-            object: object(sd),
-            write,
-            source,
-        }
+        api_error(sd, write, source)
     }
 }
 
@@ -139,31 +166,72 @@ pub async fn status(
     Ok(())
 }
 
-/// Applies the DKIM Secret `name` holding `data`, owned by `sd`. The SendingDomain
-/// is read live first and must still be the same object (same uid, not being
-/// deleted): a reconcile that outlived its object (key generation takes seconds)
-/// would otherwise point the Secret's ownerReference at a uid that no longer
-/// exists, and the garbage collector would delete the keys of the object that
-/// replaced it.
+/// Writes the DKIM Secret `name` holding `data`, owned by `sd`, over `read`: the
+/// Secret as read live just before (none if there was none).
+///
+/// Two fences. The SendingDomain is read live first and must still be the same
+/// object (same uid, not being deleted): a reconcile that outlived its object
+/// (key generation takes seconds) would otherwise point the Secret's
+/// ownerReference at a uid that no longer exists, and the garbage collector would
+/// delete the keys of the object that replaced it. And the write is conditional on
+/// the Secret being as read: a create when there was none (refused if one
+/// appeared), an apply carrying the resourceVersion read otherwise (refused if it
+/// changed). So keys someone else stored meanwhile (another leader, a request the
+/// network delivered late) are never overwritten: [`WriteError::Conflict`].
 pub async fn secret(
     client: &Client,
     sd: &SendingDomain,
     name: &str,
     data: BTreeMap<String, ByteString>,
+    read: Option<&Secret>,
 ) -> Result<(), WriteError> {
+    same_object(client, sd, Write::Secret).await?;
+    let mut secret = dkim_secret(sd, name, data);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &sd.namespace().unwrap_or_default());
+    let written = match read.and_then(|s| s.metadata.resource_version.clone()) {
+        None => secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .map(drop),
+        Some(version) => {
+            secret.metadata.resource_version = Some(version);
+            let params = PatchParams::apply(SECRET_MANAGER).force();
+            secrets
+                .patch(name, &params, &Patch::Apply(&secret))
+                .await
+                .map(drop)
+        }
+    };
+    written.map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 409 => WriteError::Conflict {
+            object: object(sd),
+            write: Write::Secret,
+        },
+        e => api_error(sd, Write::Secret, e),
+    })
+}
+
+/// Reads `sd` live: the write may go ahead only if it is still the same object
+/// and not being deleted.
+async fn same_object(client: &Client, sd: &SendingDomain, write: Write) -> Result<(), WriteError> {
     let live = domains(client, sd)
         .get_opt(&sd.name_any())
         .await
-        .map_err(|e| failed(sd, Write::Secret, e))?;
+        .map_err(|e| failed(sd, write, e))?;
     if live.is_none_or(|l| {
         l.metadata.uid != sd.metadata.uid || l.metadata.deletion_timestamp.is_some()
     }) {
-        return Err(superseded(sd, Write::Secret));
+        return Err(superseded(sd, write));
     }
+    Ok(())
+}
+
+/// The DKIM Secret of `sd`.
+fn dkim_secret(sd: &SendingDomain, name: &str, data: BTreeMap<String, ByteString>) -> Secret {
     let owner = sd
         .controller_owner_ref(&())
         .expect("a SendingDomain read from the API has a uid");
-    let secret = Secret {
+    Secret {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: sd.namespace(),
@@ -174,21 +242,7 @@ pub async fn secret(
         data: Some(data),
         type_: Some("Opaque".into()),
         ..Default::default()
-    };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &sd.namespace().unwrap_or_default());
-    secrets
-        .patch(
-            name,
-            &PatchParams::apply(SECRET_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .map_err(|source| WriteError::Api {
-            object: object(sd),
-            write: Write::Secret,
-            source,
-        })?;
-    Ok(())
+    }
 }
 
 /// Whether `sd` carries the finalizer.

@@ -81,7 +81,7 @@ pub(super) async fn store(
     // (server-side apply leaves the rest alone).
     let uid = sd.metadata.uid.as_deref().unwrap_or_default();
     if !read.secret.as_ref().is_some_and(|s| holds(s, &data, uid)) {
-        writes::secret(&ctx.client, sd, &name, data).await?;
+        writes::secret(&ctx.client, sd, &name, data, read.secret.as_deref()).await?;
         ctx.metrics.secret_writes.inc();
         crash_point("dkim-secret");
     }

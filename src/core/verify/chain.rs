@@ -14,8 +14,8 @@
 //!   through names of the customer's own (`anypost.example.com → alias.example.net →
 //!   <t>.Z`) is accepted: what matters is that resolution reaches our target.
 //! - The expected target is reached but what follows is not the operator's records
-//!   (NXDOMAIN, no record of the type needed, the zone's servers not answering, a
-//!   loop, an unexpected CNAME) → chain_broken.
+//!   (NXDOMAIN, no record of the type needed, a loop, an unexpected CNAME) →
+//!   chain_broken.
 //! - Verification target reached: an MX to the MX host (any MX when the host is not
 //!   known) else mx_missing; then a `v=spf1` TXT with `include:<spf-include>` (any
 //!   `v=spf1` when not known) else spf_missing.
@@ -23,9 +23,12 @@
 //!   known) else dkim_mismatch.
 //! - Tracking target reached: it must hold a CNAME (to the tracking host when known).
 //!
-//! Resolver failures are never evidence: a failure before the chain reaches our
-//! target gives `Unknown`; past it, SERVFAIL means our zone's servers did not answer
-//! (chain_broken) while a timeout or REFUSED from the resolver itself stays `Unknown`.
+//! Resolver failures are never evidence, wherever in the chain they happen: a
+//! timeout, REFUSED or SERVFAIL gives `Unknown`. Past the target that includes
+//! SERVFAIL for the operator's own zone: an outage of the zone says nothing about the
+//! customer's CNAMEs, and counting it would demote every verified domain once it
+//! outlasted the grace period. (This overrides DESIGN §6, which listed "the zone not
+//! answering" under chain_broken.)
 
 use super::evidence::{
     Answer, End, Evidence, Found, QueryFailure, dkim_key, is_spf, spf_includes, txt_string,
@@ -125,35 +128,21 @@ impl Case<'_> {
         )
     }
 
-    /// The conclusion a failed answer at the chain's last name allows: SERVFAIL
-    /// past our target means the zone's servers did not answer.
-    fn failed_at_end(&self, f: &QueryFailure, note: &str) -> Judgement {
-        if f.is_resolver_side() {
-            return Judgement::unknown(f);
-        }
-        let why = Broken::NotAnswering {
-            name: self.last(),
-            why: f.to_string(),
-        };
-        self.broken(why, &format!("{note}: {f}"))
+    /// A failed answer at the chain's last name allows no conclusion.
+    fn failed_at_end(&self, f: &QueryFailure) -> Judgement {
+        Judgement::unknown(f)
     }
 
     /// The records of an answer at the end of the chain, or the conclusion the
     /// answer forces.
-    fn records(
-        &self,
-        answer: &Option<Answer>,
-        rtype: RecordType,
-    ) -> Result<Vec<RData>, Box<Judgement>> {
+    fn records(&self, answer: &Option<Answer>) -> Result<Vec<RData>, Box<Judgement>> {
         match answer {
             Some(Answer::Records(r)) => Ok(r.clone()),
             None | Some(Answer::NoData) => Ok(vec![]),
             Some(Answer::NxDomain) => Err(Box::new(
                 self.broken(Broken::NoSuchName(self.last()), "does not exist"),
             )),
-            Some(Answer::Failed(f)) => Err(Box::new(
-                self.failed_at_end(f, &format!("no {rtype} answer")),
-            )),
+            Some(Answer::Failed(f)) => Err(Box::new(self.failed_at_end(f))),
         }
     }
 }
@@ -252,7 +241,7 @@ fn broken_end(c: &Case<'_>) -> Option<Judgement> {
     match &c.ev.walk.end {
         End::Exists => None,
         End::NxDomain => Some(c.broken(Broken::NoSuchName(c.last()), "does not exist")),
-        End::Failed(f) => Some(c.failed_at_end(f, "no answer")),
+        End::Failed(f) => Some(c.failed_at_end(f)),
         End::Loop => Some(c.broken(Broken::Loop, "loop")),
         End::TooLong => Some(c.broken(Broken::TooLong, "too many CNAMEs")),
     }
@@ -268,7 +257,7 @@ fn mx_and_spf(c: &Case<'_>) -> Option<Judgement> {
 }
 
 fn mx_present(c: &Case<'_>) -> Option<Judgement> {
-    let mx = match c.records(&c.ev.mx, RecordType::Mx) {
+    let mx = match c.records(&c.ev.mx) {
         Ok(r) => r,
         Err(j) => return Some(*j),
     };
@@ -299,7 +288,7 @@ fn mx_present(c: &Case<'_>) -> Option<Judgement> {
 }
 
 fn spf_present(c: &Case<'_>) -> Option<Judgement> {
-    let txt = match c.records(&c.ev.txt, RecordType::Txt) {
+    let txt = match c.records(&c.ev.txt) {
         Ok(r) => r,
         Err(j) => return Some(*j),
     };
@@ -330,7 +319,7 @@ fn dkim_key_matches(c: &Case<'_>) -> Option<Judgement> {
     if c.record.purpose != Purpose::Dkim {
         return None;
     }
-    let txt = match c.records(&c.ev.txt, RecordType::Txt) {
+    let txt = match c.records(&c.ev.txt) {
         Ok(r) => r,
         Err(j) => return Some(*j),
     };
@@ -640,17 +629,6 @@ mod tests {
 
         let ev = Evidence {
             walk: walk(
-                &["anypost.example.com", T],
-                End::Failed(QueryFailure::ServFail),
-            ),
-            ..Default::default()
-        };
-        let j = judge(&rec(Purpose::Verification), &expected(), &ev);
-        assert_eq!(j.state, RecordState::ChainBroken);
-        assert_eq!(j.observed, format!("CNAME → {T} (no answer: SERVFAIL)"));
-
-        let ev = Evidence {
-            walk: walk(
                 &["anypost.example.com", T, "anypost.example.com"],
                 End::Loop,
             ),
@@ -660,6 +638,55 @@ mod tests {
             judge(&rec(Purpose::Verification), &expected(), &ev).state,
             RecordState::ChainBroken
         );
+    }
+
+    /// SERVFAIL past the target is the operator's own zone not answering (an
+    /// outage, a broken delegation): it says nothing about the customer's CNAMEs,
+    /// so it must never count against them, nor demote a verified domain.
+    #[test]
+    fn servfail_past_the_target_is_unknown_not_chain_broken() {
+        let servfail = || Answer::Failed(QueryFailure::ServFail);
+        let at_target = |end| Evidence {
+            walk: walk(&["anypost.example.com", T], end),
+            ..Default::default()
+        };
+        let dkim = Evidence {
+            walk: walk(
+                &[
+                    "anypost1._domainkey.example.com",
+                    &format!("anypost1._domainkey.{T}"),
+                ],
+                End::Exists,
+            ),
+            txt: Some(servfail()),
+            ..Default::default()
+        };
+        let tracking = Evidence {
+            walk: walk(
+                &["track.example.com", &format!("track.{T}")],
+                End::Failed(QueryFailure::ServFail),
+            ),
+            ..Default::default()
+        };
+        for (purpose, ev) in [
+            (
+                Purpose::Verification,
+                at_target(End::Failed(QueryFailure::ServFail)),
+            ),
+            (Purpose::Verification, verification(servfail(), spf())),
+            (
+                Purpose::Verification,
+                verification(Answer::Records(vec![mx("mx.anypost.example")]), servfail()),
+            ),
+            (Purpose::Dkim, dkim),
+            (Purpose::Tracking, tracking),
+        ] {
+            let j = judge(&rec(purpose), &expected(), &ev);
+            assert_eq!(j.state, RecordState::Unknown, "{ev:?}");
+            assert_eq!(j.problem, None);
+            assert_eq!(j.unknown.as_deref(), Some("SERVFAIL"));
+            assert_eq!(j.observed, "no answer (SERVFAIL)");
+        }
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub enum Answer {
 pub enum QueryFailure {
     /// No answer within the timeout.
     Timeout,
-    /// The resolver answered SERVFAIL: it could not get an answer upstream.
+    /// The resolver answered SERVFAIL: it could not get an answer upstream (the
+    /// customer's servers, or the operator's zone, did not answer it properly).
     ServFail,
     /// The resolver refused the query.
     Refused,
@@ -35,15 +36,6 @@ pub enum QueryFailure {
     Rcode(String),
     /// A transport or protocol error.
     Other(String),
-}
-
-impl QueryFailure {
-    /// Whether the failure is the resolver's own (it did not answer, refused us, or
-    /// answered oddly), as opposed to SERVFAIL: the resolver reporting that the
-    /// servers of the name asked about did not answer it properly.
-    pub fn is_resolver_side(&self) -> bool {
-        !matches!(self, QueryFailure::ServFail)
-    }
 }
 
 impl fmt::Display for QueryFailure {

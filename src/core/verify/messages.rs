@@ -17,8 +17,6 @@ pub enum Broken {
     NoSuchName(String),
     /// This name exists but holds no record of this type.
     NoRecords { name: String, rtype: RecordType },
-    /// The resolver could not get an answer for this name from its servers.
-    NotAnswering { name: String, why: String },
     /// A CNAME in the operator's zone points somewhere unexpected.
     WrongHop {
         name: String,
@@ -251,9 +249,6 @@ fn chain_broken(record: &DnsRecord, chain: &[String], why: &Broken) -> String {
     let why = match why {
         Broken::NoSuchName(n) => format!("{n} does not exist"),
         Broken::NoRecords { name, rtype } => format!("{name} has no {rtype} record"),
-        Broken::NotAnswering { name, why } => {
-            format!("the servers for {name} gave no answer ({why})")
-        }
         Broken::WrongHop {
             name,
             found,
@@ -607,17 +602,6 @@ mod tests {
              in your DNS: this is on Anypost's side and usually clears within minutes of \
              the domain being added. If it persists, contact support."
         );
-        let p = Problem::ChainBroken {
-            chain: vec![T.into()],
-            why: Broken::NotAnswering {
-                name: T.into(),
-                why: "SERVFAIL".into(),
-            },
-        };
-        assert!(message(&apex_rec(), &p).contains(
-            "as it should, but the chain stops before Anypost's records: the servers for \
-             abcdefghijklmnop.dns.anypost.example gave no answer (SERVFAIL)."
-        ));
     }
 
     #[test]

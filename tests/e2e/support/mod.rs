@@ -8,11 +8,13 @@
 // Each test module uses a different part of this toolbox; unused parts are fine.
 #![allow(dead_code, unused_imports)]
 
+pub mod audit;
 pub mod bind_rfc2136;
 mod cluster;
 pub mod dns_topology;
 pub mod node;
 mod operator;
+pub mod proxy;
 pub mod tools;
 
 pub use cluster::{TestNs, client, cluster, kubectl, kubectl_ok, kubectl_stdin};

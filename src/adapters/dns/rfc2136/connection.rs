@@ -7,6 +7,7 @@ use super::{
     AXFR_TIMEOUT, Error, IO_TIMEOUT, MAX_CHANGES_PER_UPDATE, MAX_UPDATE_BYTES, TSIG_FUDGE,
 };
 use crate::adapters::dns::wire::dns_name;
+use crate::adapters::kube::LeaderGuard;
 use crate::core::zone::Change;
 use hickory_proto::op::{Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::tsig::TsigError;
@@ -256,20 +257,29 @@ impl Server {
         }
     }
 
-    /// Sends one UPDATE and waits for the server to apply it.
-    async fn send_update(&self, conn: &mut Connection, msg: Message) -> Result<(), String> {
+    /// Sends one UPDATE, if the leader's fence allows it now, and waits for the
+    /// server to apply it.
+    async fn send_update(
+        &self,
+        conn: &mut Connection,
+        msg: Message,
+        guard: &LeaderGuard,
+    ) -> Result<(), String> {
+        guard.check("rfc2136").map_err(|e| e.to_string())?;
         let id = msg.metadata.id;
         let mut verifier = conn.send(msg, &self.signer).await?;
         conn.receive(&mut verifier, id, true).await.map(|_| ())
     }
 
     /// Applies the changes (and deletes the foreign RRsets) in batches over one
-    /// connection; stops at the first batch the server does not apply.
+    /// connection; stops at the first batch the server does not apply, or that
+    /// `guard` does not allow (this replica no longer leads).
     pub async fn apply(
         &self,
         origin: &str,
         changes: &[Change],
         foreign: &[(String, hrr::RecordType)],
+        guard: &LeaderGuard,
     ) -> Result<usize, Error> {
         if changes.is_empty() && foreign.is_empty() {
             return Ok(0);
@@ -283,31 +293,35 @@ impl Server {
         for batch in plan_batches {
             let msg = update_message(origin, batch)
                 .map_err(|reason| self.update_error(origin, reason))?;
-            self.send_update(&mut conn, msg).await.map_err(|reason| {
-                self.update_error(
-                    origin,
-                    format!(
-                        "batch {} of {total} ({} changes): {reason}",
-                        sent + 1,
-                        batch.len()
-                    ),
-                )
-            })?;
+            self.send_update(&mut conn, msg, guard)
+                .await
+                .map_err(|reason| {
+                    self.update_error(
+                        origin,
+                        format!(
+                            "batch {} of {total} ({} changes): {reason}",
+                            sent + 1,
+                            batch.len()
+                        ),
+                    )
+                })?;
             sent += 1;
         }
         for chunk in foreign.chunks(MAX_CHANGES_PER_UPDATE) {
             let msg = delete_foreign_message(origin, chunk)
                 .map_err(|reason| self.update_error(origin, reason))?;
-            self.send_update(&mut conn, msg).await.map_err(|reason| {
-                self.update_error(
-                    origin,
-                    format!(
-                        "batch {} of {total} (deleting {} RRsets): {reason}",
-                        sent + 1,
-                        chunk.len()
-                    ),
-                )
-            })?;
+            self.send_update(&mut conn, msg, guard)
+                .await
+                .map_err(|reason| {
+                    self.update_error(
+                        origin,
+                        format!(
+                            "batch {} of {total} (deleting {} RRsets): {reason}",
+                            sent + 1,
+                            chunk.len()
+                        ),
+                    )
+                })?;
             sent += 1;
         }
         Ok(sent)

@@ -7,7 +7,7 @@ use super::connection::Server;
 use super::metrics::SyncMetrics;
 use super::publisher::Rfc2136Publisher;
 use super::{BACKOFF_CAP, BACKOFF_START, COALESCE, Error, Rfc2136Config};
-use crate::adapters::kube::Domains;
+use crate::adapters::kube::{Domains, LeaderGuard};
 use crate::core::api::SendingDomain;
 use crate::core::zone::{Zone, ZoneConfig, desired_zone, plan};
 use hickory_proto::rr as hrr;
@@ -39,13 +39,18 @@ pub fn live_domains(domains: &[Arc<SendingDomain>]) -> Vec<Arc<SendingDomain>> {
         .collect()
 }
 
-/// Reads the server's zone, plans against `desired` and applies the plan.
-pub async fn sync_once(server: &Server, desired: &Zone) -> Result<SyncReport, Error> {
+/// Reads the server's zone, plans against `desired` and applies the plan; every
+/// UPDATE is sent only while `guard` allows writes.
+pub async fn sync_once(
+    server: &Server,
+    desired: &Zone,
+    guard: &LeaderGuard,
+) -> Result<SyncReport, Error> {
     let origin = desired.origin();
     let snapshot = server.read_zone(origin).await?;
     let plan = plan(&snapshot.zone, desired);
     let foreign: Vec<(String, hrr::RecordType)> = snapshot.foreign.iter().cloned().collect();
-    let batches = server.apply(origin, &plan.changes, &foreign).await?;
+    let batches = server.apply(origin, &plan.changes, &foreign, guard).await?;
     let (created, replaced, deleted) = plan.counts();
     let mut zone = snapshot.zone;
     plan.apply(&mut zone);
@@ -101,8 +106,10 @@ pub struct Rfc2136Sync {
     pub zone: ZoneConfig,
     pub config: Rfc2136Config,
     pub publisher: Rfc2136Publisher,
-    /// Whether this replica leads; only the leader writes.
+    /// Whether this replica leads; only the leader syncs.
     pub leader: watch::Receiver<bool>,
+    /// Checked before every UPDATE: nothing is sent past the renew deadline.
+    pub guard: LeaderGuard,
     pub metrics: Arc<SyncMetrics>,
 }
 
@@ -197,7 +204,7 @@ async fn sync_if_due(sync: &Rfc2136Sync, server: &Server, p: &mut Progress) {
     }
     let (zone, addr, key) = (&sync.zone.zone, sync.config.server, &sync.config.key_name);
     let started = std::time::Instant::now();
-    match sync_once(server, &desired).await {
+    match sync_once(server, &desired, &sync.guard).await {
         Ok(report) => {
             info!(
                 %zone,

@@ -1,0 +1,302 @@
+//! The leader's fence: every write this replica makes, to the API or to an RFC2136
+//! server, passes [`LeaderGuard::check`] first, and the guard refuses once the
+//! renew deadline of the last successful Lease renewal has passed.
+//!
+//! The deadline is kept as a monotonic instant and compared at the moment of each
+//! write, not by a task that may itself be stalled: a replica that was frozen
+//! (SIGSTOP, a long GC-like pause, a starved node) and wakes up with writes queued
+//! finds its deadline gone and writes nothing, even before its election loop
+//! notices. Because the renew deadline is shorter than the lease duration, and
+//! another replica only takes over once the Lease has stayed unchanged for a whole
+//! lease duration as *it* observed it, the old leader's last write always comes
+//! before the new leader's first.
+//!
+//! For the Kubernetes API the fence is a layer in the client's request stack
+//! ([`FenceLayer`]), inside the retry layer: every attempt of every POST, PUT,
+//! PATCH and DELETE is checked, including retries the client makes on its own.
+
+use futures::future::BoxFuture;
+use http::{Method, Request};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Where a refused write was going.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    /// kube (the API server) or rfc2136 (the DNS server).
+    target: &'static str,
+}
+
+/// A write refused because this replica does not hold a valid lease.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "not the leader (or past the renew deadline of its Lease): the {target} write was not sent"
+)]
+pub struct NotLeader {
+    pub target: &'static str,
+}
+
+struct GuardState {
+    origin: Instant,
+    /// Milliseconds after `origin` until which writes may be made; 0: none.
+    until_ms: AtomicU64,
+    /// Leadership terms begun by this replica (for logs).
+    term: AtomicU64,
+    leading: watch::Sender<bool>,
+    refused: Family<TargetLabels, Counter>,
+}
+
+/// Whether this replica may write now; shared by the election (which extends and
+/// revokes it) and every writer (which checks it).
+#[derive(Clone)]
+pub struct LeaderGuard(Arc<GuardState>);
+
+/// `until_ms` of a guard that never expires (leader election off).
+const FOREVER: u64 = u64::MAX;
+
+impl LeaderGuard {
+    fn with(until_ms: u64) -> LeaderGuard {
+        LeaderGuard(Arc::new(GuardState {
+            origin: Instant::now(),
+            until_ms: AtomicU64::new(until_ms),
+            term: AtomicU64::new(0),
+            leading: watch::channel(until_ms != 0).0,
+            refused: Family::default(),
+        }))
+    }
+
+    /// A guard for a replica that takes part in an election: it may not write
+    /// until the election extends it.
+    pub fn elected() -> LeaderGuard {
+        LeaderGuard::with(0)
+    }
+
+    /// A guard that always allows writes: leader election is off, this replica is
+    /// the only writer.
+    pub fn always() -> LeaderGuard {
+        LeaderGuard::with(FOREVER)
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        let ms = at.saturating_duration_since(self.0.origin).as_millis();
+        u64::try_from(ms).unwrap_or(FOREVER - 1).max(1)
+    }
+
+    /// Ok when a write may be made now; counts and refuses it otherwise.
+    pub fn check(&self, target: &'static str) -> Result<(), NotLeader> {
+        if self.valid_at(Instant::now()) {
+            return Ok(());
+        }
+        self.0.refused.get_or_create(&TargetLabels { target }).inc();
+        Err(NotLeader { target })
+    }
+
+    fn valid_at(&self, now: Instant) -> bool {
+        let until = self.0.until_ms.load(Ordering::SeqCst);
+        until == FOREVER || (until != 0 && self.ms(now) < until)
+    }
+
+    /// Until when writes may be made, while they may.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.0.until_ms.load(Ordering::SeqCst) {
+            0 | FOREVER => None,
+            ms => Some(self.0.origin + Duration::from_millis(ms)),
+        }
+    }
+
+    /// Allows writes until `until` (a renewal succeeded); returns the term, which
+    /// is new when this replica was not leading.
+    pub fn extend(&self, until: Instant) -> u64 {
+        let was = self.valid_at(Instant::now());
+        self.0.until_ms.store(self.ms(until), Ordering::SeqCst);
+        let term = if was {
+            self.0.term.load(Ordering::SeqCst)
+        } else {
+            self.0.term.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        self.0
+            .leading
+            .send_if_modified(|l| !std::mem::replace(l, true));
+        term
+    }
+
+    /// Refuses every write from now on, until the next [`LeaderGuard::extend`].
+    pub fn revoke(&self) {
+        if self.0.until_ms.load(Ordering::SeqCst) != FOREVER {
+            self.0.until_ms.store(0, Ordering::SeqCst);
+            self.0
+                .leading
+                .send_if_modified(|l| std::mem::replace(l, false));
+        }
+    }
+
+    /// Whether this replica leads, as the election last decided: what starts and
+    /// stops the controller and the RFC2136 sync. (Writes are judged by
+    /// [`LeaderGuard::check`], which does not wait for the election to notice.)
+    pub fn leading(&self) -> watch::Receiver<bool> {
+        self.0.leading.subscribe()
+    }
+
+    /// The current term (0 before the first).
+    pub fn term(&self) -> u64 {
+        self.0.term.load(Ordering::SeqCst)
+    }
+
+    /// Adds `leader_writes_refused` to `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "leader_writes_refused",
+            "Writes refused because this replica was not the leader or its Lease's renew deadline had passed, by target (kube, rfc2136)",
+            self.0.refused.clone(),
+        );
+    }
+}
+
+/// Whether an API error is the fence refusing a write.
+pub fn is_refused(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Service(s) if s.downcast_ref::<NotLeader>().is_some())
+}
+
+/// Puts [`Fence`] into a client's request stack.
+#[derive(Clone)]
+pub struct FenceLayer(pub LeaderGuard);
+
+impl<S> tower::Layer<S> for FenceLayer {
+    type Service = Fence<S>;
+
+    fn layer(&self, inner: S) -> Fence<S> {
+        Fence {
+            inner,
+            guard: self.0.clone(),
+        }
+    }
+}
+
+/// Refuses writes (POST, PUT, PATCH, DELETE) while the guard refuses them; reads
+/// pass.
+#[derive(Clone)]
+pub struct Fence<S> {
+    inner: S,
+    guard: LeaderGuard,
+}
+
+fn is_write(m: &Method) -> bool {
+    [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(m)
+}
+
+impl<S, B> tower::Service<Request<B>> for Fence<S>
+where
+    S: tower::Service<Request<B>>,
+    S::Response: Send + 'static,
+    S::Error: Into<tower::BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = BoxFuture<'static, Result<S::Response, tower::BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if !is_write(req.method()) {
+            let sent = self.inner.call(req);
+            return Box::pin(async move { sent.await.map_err(Into::into) });
+        }
+        if let Err(refused) = self.guard.check("kube") {
+            return Box::pin(std::future::ready(Err(refused.into())));
+        }
+        // A write still unanswered at the deadline is given up (its connection
+        // closed), so that a request held up by the network is cut short rather
+        // than completed after another replica took over.
+        let deadline = self.guard.deadline();
+        let sent = self.inner.call(req);
+        Box::pin(async move {
+            let Some(deadline) = deadline else {
+                return sent.await.map_err(Into::into);
+            };
+            match tokio::time::timeout_at(deadline.into(), sent).await {
+                Ok(answer) => answer.map_err(Into::into),
+                Err(_) => Err(NotLeader { target: "kube" }.into()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_allowed_only_until_the_deadline() {
+        let g = LeaderGuard::elected();
+        assert!(g.check("kube").is_err());
+        assert!(!*g.leading().borrow());
+        let now = Instant::now();
+        assert_eq!(g.extend(now + Duration::from_secs(60)), 1);
+        assert!(g.check("kube").is_ok());
+        assert!(*g.leading().borrow());
+        // A renewal within the term keeps the term.
+        assert_eq!(g.extend(now + Duration::from_secs(90)), 1);
+        assert!(g.valid_at(now + Duration::from_secs(89)));
+        // Past the deadline, nothing may be written, whoever asks and whether or
+        // not the election has noticed yet.
+        assert!(!g.valid_at(now + Duration::from_secs(91)));
+        g.revoke();
+        assert!(g.check("rfc2136").is_err());
+        assert!(!*g.leading().borrow());
+        assert_eq!(g.extend(now + Duration::from_secs(60)), 2);
+        let mut r = Registry::default();
+        g.register(&mut r);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
+        assert!(
+            out.contains(r#"leader_writes_refused_total{target="kube"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"leader_writes_refused_total{target="rfc2136"} 1"#),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn without_an_election_writes_are_always_allowed() {
+        let g = LeaderGuard::always();
+        assert!(g.check("kube").is_ok());
+        g.revoke();
+        assert!(g.check("kube").is_ok());
+        assert!(g.valid_at(Instant::now() + Duration::from_secs(86400 * 365)));
+        assert_eq!(g.deadline(), None);
+    }
+
+    #[tokio::test]
+    async fn the_fence_refuses_writes_and_passes_reads() {
+        use tower::{Service, ServiceExt};
+        let inner = tower::service_fn(|_: Request<()>| async { Ok::<_, NotLeader>("sent") });
+        let mut svc = FenceLayer(LeaderGuard::elected()).layer_on(inner);
+        let get = Request::get("/api/v1/namespaces").body(()).unwrap();
+        assert_eq!(svc.ready().await.unwrap().call(get).await.unwrap(), "sent");
+        let patch = Request::patch("/apis/anypost.com/v1alpha1/x")
+            .body(())
+            .unwrap();
+        let e = svc.ready().await.unwrap().call(patch).await.unwrap_err();
+        assert!(e.downcast_ref::<NotLeader>().is_some(), "{e}");
+        let kube_error = kube::Error::Service(e);
+        assert!(is_refused(&kube_error));
+    }
+
+    impl FenceLayer {
+        fn layer_on<S>(&self, s: S) -> Fence<S> {
+            tower::Layer::layer(self, s)
+        }
+    }
+}
