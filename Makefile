@@ -32,12 +32,11 @@ test-deps:
 control-plane:
 	scripts/dev-cluster up
 
-# What the pod tests run: the node's binaries and the operator's image, built (or
-# found cached) before the tests start, so no test waits on a build. The tests
-# start the node themselves.
+# What the pod tests run: the node's binaries, built (or found cached) before the
+# tests start. The tests start the node themselves and build the operator's image
+# from the binary they test (see cargo-test).
 node-build:
 	scripts/dev-cluster build --node
-	scripts/image --no-import
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -45,8 +44,14 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
+# The tests build everything statically linked (glibc with crt-static) for the
+# host's target: the pod tests then put the very binary under test into the image
+# (`scripts/image --binary`), and CI compiles the crate graph once rather than a
+# second time in release for the image. With --target, RUSTFLAGS reach only what
+# is built for the target, never build scripts or proc-macros.
+HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
 cargo-test:
-	$(CARGO) test --locked
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) test --locked --target $(HOST_TARGET)
 
 crds:
 	$(CARGO) run --quiet --locked -- crd > $(CRD_FILE).tmp

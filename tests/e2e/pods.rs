@@ -901,7 +901,7 @@ fn namespaced_objects(ns: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The image `make image` built is the Dockerfile's last stage: an empty base, the
+/// The image scripts/image built is the Dockerfile's last stage: an empty base, the
 /// stage's user, ports, entrypoint and command, and one layer holding nothing but
 /// the binary its tag names.
 #[test]

@@ -45,7 +45,12 @@ pub fn node() -> &'static Node {
 fn start() -> Result<Node, String> {
     cluster();
     run_script("scripts/dev-cluster", &["up", "--node"])?;
-    let out = run_script("scripts/image", &[])?;
+    // The binary under test goes into the image when it is static (`make test`
+    // builds it so); scripts/image builds the release binary otherwise.
+    let out = run_script(
+        "scripts/image",
+        &["--binary", env!("CARGO_BIN_EXE_anypost-operator")],
+    )?;
     let reference = out
         .lines()
         .last()
