@@ -4,7 +4,7 @@
 //! on SIGTERM, handing the Lease over.
 
 use super::cli::{LogFormat, RunArgs, ZoneBackend, flag_error};
-use crate::adapters::dns::embedded::{DnsServer, ZoneHandle, keep_publishing};
+use crate::adapters::dns::embedded::{DnsServer, ServeOptions, ZoneHandle, keep_publishing};
 use crate::adapters::dns::rfc2136::{
     self, Rfc2136Config, Rfc2136Publisher, Rfc2136Sync, SyncMetrics,
 };
@@ -53,12 +53,14 @@ pub fn main(args: RunArgs) -> ExitCode {
 /// What `run` starts, checked before anything connects.
 struct Plan {
     zone: ZoneConfig,
+    dns: ServeOptions,
     rfc2136: Option<Rfc2136Config>,
     verifier: Arc<dyn Verifier>,
 }
 
 fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
     let zone = ZoneConfig::new(&args.zone.settings()).map_err(flag_error)?;
+    let dns = args.dns.options(&args.allow_axfr).map_err(flag_error)?;
     let rfc2136 = match args.zone_backend {
         ZoneBackend::Embedded => None,
         ZoneBackend::Rfc2136 => {
@@ -79,6 +81,7 @@ fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
     });
     Ok(Plan {
         zone,
+        dns,
         rfc2136,
         verifier,
     })
@@ -106,9 +109,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let watch_domains = tokio::spawn(watch_domains);
     // One election for every writer: the controller and the RFC2136 sync.
     let (leader_rx, election) = elect(&args, &client, &namespace);
+    let mut dns = plan.dns;
+    dns.cookies = args.dns.cookie_secrets(&identity_key);
     let (publisher, zone_task) = start_zone(
         &args,
         plan.zone,
+        dns,
         plan.rfc2136,
         domains.clone(),
         &readiness,
@@ -182,9 +188,11 @@ async fn release(client: Client, namespace: &str, identity: &str) {
 
 /// Starts the zone backend: the embedded server (bound before anything else, so
 /// a taken port is a clear startup error) or the RFC2136 sync.
+#[allow(clippy::too_many_arguments)]
 async fn start_zone(
     args: &RunArgs,
     zone: ZoneConfig,
+    dns: ServeOptions,
     rfc2136: Option<Rfc2136Config>,
     domains: Arc<Domains>,
     readiness: &Arc<Readiness>,
@@ -201,11 +209,10 @@ async fn start_zone(
         let server = DnsServer::bind(args.dns_listen).await?;
         tracing::info!(listen = %server.local_addr(), zone = %zone.zone, "serving the zone (UDP and TCP)");
         tokio::spawn(keep_publishing(domains, zone, handle.clone(), ready));
-        let allow = args.allow_axfr.clone();
         let serving = handle.clone();
         let task = tokio::spawn(async move {
             server
-                .run(serving, allow, futures::future::pending())
+                .run_with(serving, dns, futures::future::pending())
                 .await
                 .map_err(anyhow::Error::from)
         });

@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod bind_rfc2136;
+pub mod bind_secondary;
 mod cluster;
 pub mod dns_topology;
 mod operator;

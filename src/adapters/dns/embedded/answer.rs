@@ -379,6 +379,7 @@ impl Responder {
             }
             Reply::Transfer(Transfer::Axfr) => {
                 let served = served.as_deref().expect("a transfer is decided on a zone");
+                self.handle.metrics.transferred(false);
                 let chunks = served
                     .axfr_chunks
                     .iter()
@@ -387,6 +388,7 @@ impl Responder {
             }
             Reply::Transfer(Transfer::Ixfr(chain)) => {
                 let served = served.as_deref().expect("a transfer is decided on a zone");
+                self.handle.metrics.transferred(true);
                 let chunks = by_size(ixfr_records(served, chain)).into_iter();
                 transfer_messages(chunks, request, questions, edns.as_ref(), response_handle).await
             }

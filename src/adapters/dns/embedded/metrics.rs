@@ -21,6 +21,12 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct TransferLabels {
+    /// axfr or ixfr (an IXFR answered with the whole zone counts as axfr).
+    kind: &'static str,
+}
+
 /// The response codes the metrics tell apart (the rest are OTHER).
 const RCODES: [&str; 7] = [
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "OTHER",
@@ -48,6 +54,7 @@ pub struct DnsMetrics {
     pub(super) tcp_closed_idle: Counter,
     pub(super) tcp_closed_lifetime: Counter,
     notifies: Family<ResultLabels, Counter>,
+    transfers: Family<TransferLabels, Counter>,
     pub(super) publishes: Counter,
     pub(super) serial: Gauge,
     pub(super) rrsets: Gauge,
@@ -75,6 +82,7 @@ impl Default for DnsMetrics {
             tcp_closed_idle: Counter::default(),
             tcp_closed_lifetime: Counter::default(),
             notifies: Family::default(),
+            transfers: Family::default(),
             publishes: Counter::default(),
             serial: Gauge::default(),
             rrsets: Gauge::default(),
@@ -140,6 +148,11 @@ impl DnsMetrics {
             "NOTIFY messages to secondaries, by result (acknowledged, failed after retries)",
             self.notifies.clone(),
         );
+        registry.register(
+            "dns_transfers",
+            "Zone transfers served, by type (axfr: the whole zone; ixfr: changes from the journal)",
+            self.transfers.clone(),
+        );
         let gauges = [
             (
                 "dns_tcp_connections",
@@ -198,6 +211,11 @@ impl DnsMetrics {
         if truncated {
             self.truncated.inc();
         }
+    }
+
+    pub(super) fn transferred(&self, incremental: bool) {
+        let kind = if incremental { "ixfr" } else { "axfr" };
+        self.transfers.get_or_create(&TransferLabels { kind }).inc();
     }
 
     pub(super) fn notified(&self, acknowledged: bool) {
