@@ -1,6 +1,9 @@
 //! Command-line interface: every flag of `anypost-operator` and its environment
 //! variable, and the dispatch to each subcommand.
 
+use crate::adapters::dns::embedded::{
+    CookieSecrets, RrlConfig, ServeOptions, TcpLimits, TransferConfig, TransferKeys,
+};
 use crate::adapters::dns::rfc2136::Rfc2136Settings;
 use crate::adapters::kube::leader::LeaseTimings;
 use crate::controller;
@@ -170,10 +173,14 @@ pub struct RunArgs {
     #[arg(long, env = "ANYPOST_DNS_LISTEN", default_value = "0.0.0.0:5353")]
     pub dns_listen: SocketAddr,
 
-    /// Client networks allowed to transfer the zone with AXFR (CIDR, repeatable).
-    /// Default: none; AXFR is refused.
+    /// Client networks allowed to transfer the zone (AXFR, IXFR) without TSIG
+    /// (CIDR, repeatable). Default: none. Unsafe behind source NAT (a Service's
+    /// default externalTrafficPolicy: Cluster): prefer --dns-transfer-key-file.
     #[arg(long = "allow-axfr", env = "ANYPOST_ALLOW_AXFR", value_delimiter = ',')]
     pub allow_axfr: Vec<ipnet::IpNet>,
+
+    #[command(flatten)]
+    pub dns: DnsArgs,
 
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "ANYPOST_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
@@ -269,6 +276,89 @@ pub struct RunArgs {
     /// over and failing /readyz) while load balancers stop sending queries here.
     #[arg(long, env = "ANYPOST_SHUTDOWN_DRAIN", default_value = "0s", value_parser = duration)]
     pub shutdown_drain: Duration,
+}
+
+/// Flags of the embedded server facing the internet: rate limiting, cookies, TCP
+/// limits, transfers to secondaries.
+#[derive(Args, Debug, Clone)]
+pub struct DnsArgs {
+    /// UDP responses per second per source prefix and kind of response, before
+    /// responses are dropped or slipped (response rate limiting). 0 turns it off.
+    #[arg(long, env = "ANYPOST_DNS_RRL_RATE", default_value_t = 20)]
+    pub dns_rrl_rate: u16,
+
+    /// Every Nth rate-limited response is sent truncated (TC=1) so that real
+    /// resolvers retry over TCP; 0 drops them all.
+    #[arg(long, env = "ANYPOST_DNS_RRL_SLIP", default_value_t = 2)]
+    pub dns_rrl_slip: u8,
+
+    /// Seconds over which a source's excess is remembered: a flooding prefix
+    /// stays limited until its average falls below the rate for this long.
+    #[arg(long, env = "ANYPOST_DNS_RRL_WINDOW", default_value_t = 15)]
+    pub dns_rrl_window: u16,
+
+    /// IPv4 source prefix length that shares one account.
+    #[arg(long, env = "ANYPOST_DNS_RRL_IPV4_PREFIX", default_value_t = 24)]
+    pub dns_rrl_ipv4_prefix: u8,
+
+    /// IPv6 source prefix length that shares one account.
+    #[arg(long, env = "ANYPOST_DNS_RRL_IPV6_PREFIX", default_value_t = 56)]
+    pub dns_rrl_ipv6_prefix: u8,
+
+    /// Client networks never rate limited (CIDR, repeatable), e.g. your own
+    /// resolvers. Clients with a valid DNS cookie are exempt anyway.
+    #[arg(
+        long = "dns-rrl-exempt",
+        env = "ANYPOST_DNS_RRL_EXEMPT",
+        value_delimiter = ','
+    )]
+    pub dns_rrl_exempt: Vec<ipnet::IpNet>,
+
+    /// Rate-limiting accounts kept: a fixed table of 8 bytes an account
+    /// (rounded up to a power of two).
+    #[arg(long, env = "ANYPOST_DNS_RRL_TABLE_SIZE", default_value_t = 65536)]
+    pub dns_rrl_table_size: usize,
+
+    /// Answer DNS cookies (RFC 7873, RFC 9018) with a server cookie; clients that
+    /// return a valid one are exempt from rate limiting.
+    #[arg(long, env = "ANYPOST_DNS_COOKIES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dns_cookies: bool,
+
+    /// How often the server-cookie secret changes (derived from the identity
+    /// key, so every replica has it; at least 2h).
+    #[arg(long, env = "ANYPOST_DNS_COOKIE_ROTATION", default_value = "24h", value_parser = positive_duration)]
+    pub dns_cookie_rotation: Duration,
+
+    /// Most TCP connections open at once; at the limit the connection idle
+    /// longest is closed for a new one.
+    #[arg(long, env = "ANYPOST_DNS_TCP_MAX_CONNECTIONS", default_value_t = 150)]
+    pub dns_tcp_max_connections: usize,
+
+    /// A TCP connection with no request for this long is closed.
+    #[arg(long, env = "ANYPOST_DNS_TCP_IDLE_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub dns_tcp_idle_timeout: Duration,
+
+    /// Every TCP connection is closed this long after it opened, busy or not.
+    #[arg(long, env = "ANYPOST_DNS_TCP_LIFETIME", default_value = "2m", value_parser = positive_duration)]
+    pub dns_tcp_lifetime: Duration,
+
+    /// A started TCP message must arrive, and each answer be taken, within this.
+    #[arg(long, env = "ANYPOST_DNS_TCP_IO_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub dns_tcp_io_timeout: Duration,
+
+    /// A TSIG key secondaries may transfer the zone (AXFR, IXFR) with: a file
+    /// holding a BIND key clause as `tsig-keygen NAME` prints it (repeatable).
+    #[arg(
+        long = "dns-transfer-key-file",
+        env = "ANYPOST_DNS_TRANSFER_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub dns_transfer_key_files: Vec<PathBuf>,
+
+    /// A secondary to send NOTIFY to after every change of the zone (IP:PORT,
+    /// repeatable); signed with the first transfer key, if any.
+    #[arg(long = "dns-notify", env = "ANYPOST_DNS_NOTIFY", value_delimiter = ',')]
+    pub dns_notify: Vec<SocketAddr>,
 }
 
 /// Flags of the rfc2136 backend.
@@ -372,6 +462,59 @@ impl Rfc2136Args {
     }
 }
 
+impl DnsArgs {
+    /// The embedded server's options as the flags give them (cookies are added
+    /// once the identity key is loaded: see [`DnsArgs::cookie_secrets`]).
+    pub fn options(&self, allow_axfr: &[ipnet::IpNet]) -> Result<ServeOptions, FieldError> {
+        let rrl = RrlConfig {
+            rate: self.dns_rrl_rate,
+            slip: self.dns_rrl_slip,
+            window: self.dns_rrl_window,
+            ipv4_prefix: self.dns_rrl_ipv4_prefix,
+            ipv6_prefix: self.dns_rrl_ipv6_prefix,
+            exempt: self.dns_rrl_exempt.clone(),
+            table_size: self.dns_rrl_table_size,
+        };
+        rrl.check().map_err(|(field, reason)| {
+            let value = match field {
+                "rate" => format!("{} (window {})", self.dns_rrl_rate, self.dns_rrl_window),
+                "prefix" => format!("{}/{}", self.dns_rrl_ipv4_prefix, self.dns_rrl_ipv6_prefix),
+                _ => self.dns_rrl_table_size.to_string(),
+            };
+            FieldError::new(field, &value, reason)
+        })?;
+        if self.dns_tcp_max_connections == 0 {
+            return Err(FieldError::new(
+                "tcp_max_connections",
+                "0",
+                "at least one connection",
+            ));
+        }
+        Ok(ServeOptions {
+            allow_axfr: allow_axfr.to_vec(),
+            rrl,
+            cookies: None,
+            tcp: TcpLimits {
+                max_connections: self.dns_tcp_max_connections,
+                idle_timeout: self.dns_tcp_idle_timeout,
+                lifetime: self.dns_tcp_lifetime,
+                io_timeout: self.dns_tcp_io_timeout,
+            },
+            transfer: TransferConfig {
+                keys: TransferKeys::from_files(&self.dns_transfer_key_files)?,
+                notify: self.dns_notify.clone(),
+            },
+        })
+    }
+
+    /// The server-cookie secrets, from the identity key every replica shares.
+    pub fn cookie_secrets(&self, identity_key: &[u8]) -> Option<CookieSecrets> {
+        let rotation = u32::try_from(self.dns_cookie_rotation.as_secs()).unwrap_or(u32::MAX);
+        self.dns_cookies
+            .then(|| CookieSecrets::new(identity_key, rotation))
+    }
+}
+
 impl RunArgs {
     /// The leader election's timings as the flags give them.
     pub fn lease_timings(&self) -> Result<LeaseTimings, FieldError> {
@@ -418,6 +561,11 @@ const FLAGS: &[(&str, &str)] = &[
     ("lease_duration", "--leader-lease-duration"),
     ("renew_deadline", "--leader-renew-deadline"),
     ("retry_period", "--leader-retry-period"),
+    ("rate", "--dns-rrl-rate"),
+    ("prefix", "--dns-rrl-ipv4-prefix/--dns-rrl-ipv6-prefix"),
+    ("table_size", "--dns-rrl-table-size"),
+    ("tcp_max_connections", "--dns-tcp-max-connections"),
+    ("transfer_key_file", "--dns-transfer-key-file"),
 ];
 
 /// A settings error in the words of the command line: the flag, the value, why.

@@ -4,7 +4,7 @@
 //! on SIGTERM, handing the Lease over.
 
 use super::cli::{LogFormat, RunArgs, ZoneBackend, flag_error};
-use crate::adapters::dns::embedded::{DnsServer, ZoneHandle, keep_publishing};
+use crate::adapters::dns::embedded::{DnsServer, ServeOptions, ZoneHandle, keep_publishing};
 use crate::adapters::dns::rfc2136::{
     self, Rfc2136Config, Rfc2136Publisher, Rfc2136Sync, SyncMetrics,
 };
@@ -53,6 +53,7 @@ pub fn main(args: RunArgs) -> ExitCode {
 /// What `run` starts, checked before anything connects.
 struct Plan {
     zone: ZoneConfig,
+    dns: ServeOptions,
     rfc2136: Option<Rfc2136Config>,
     verifier: Arc<dyn Verifier>,
     timings: LeaseTimings,
@@ -60,6 +61,7 @@ struct Plan {
 
 fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
     let zone = ZoneConfig::new(&args.zone.settings()).map_err(flag_error)?;
+    let dns = args.dns.options(&args.allow_axfr).map_err(flag_error)?;
     let rfc2136 = match args.zone_backend {
         ZoneBackend::Embedded => None,
         ZoneBackend::Rfc2136 => {
@@ -80,6 +82,7 @@ fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
     });
     Ok(Plan {
         zone,
+        dns,
         rfc2136,
         verifier,
         timings: args.lease_timings().map_err(flag_error)?,
@@ -121,9 +124,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(leader::run(elector, guard.clone()))
     });
     let leader_rx = guard.leading();
+    let mut dns = plan.dns;
+    dns.cookies = args.dns.cookie_secrets(&identity_key);
     let (publisher, zone_task) = start_zone(
         &args,
         plan.zone,
+        dns,
         plan.rfc2136,
         domains.clone(),
         &readiness,
@@ -187,9 +193,11 @@ async fn release(client: Client, namespace: &str, lease: &str, identity: &str) {
 
 /// Starts the zone backend: the embedded server (bound before anything else, so
 /// a taken port is a clear startup error) or the RFC2136 sync.
+#[allow(clippy::too_many_arguments)]
 async fn start_zone(
     args: &RunArgs,
     zone: ZoneConfig,
+    dns: ServeOptions,
     rfc2136: Option<Rfc2136Config>,
     domains: Arc<Domains>,
     readiness: &Arc<Readiness>,
@@ -206,11 +214,10 @@ async fn start_zone(
         let server = DnsServer::bind(args.dns_listen).await?;
         tracing::info!(listen = %server.local_addr(), zone = %zone.zone, "serving the zone (UDP and TCP)");
         tokio::spawn(keep_publishing(domains, zone, handle.clone(), ready));
-        let allow = args.allow_axfr.clone();
         let serving = handle.clone();
         let task = tokio::spawn(async move {
             server
-                .run(serving, allow, futures::future::pending())
+                .run_with(serving, dns, futures::future::pending())
                 .await
                 .map_err(anyhow::Error::from)
         });

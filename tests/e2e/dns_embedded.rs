@@ -21,13 +21,13 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const ZONE: &str = "dns.anypost.example";
-const T1: &str = "abcdefghijklmnop";
-const T2: &str = "qrstuvwxyz234567";
-const SMALL_KEY: &str = "MFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAK1x";
+pub(crate) const ZONE: &str = "dns.anypost.example";
+pub(crate) const T1: &str = "abcdefghijklmnop";
+pub(crate) const T2: &str = "qrstuvwxyz234567";
+pub(crate) const SMALL_KEY: &str = "MFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAK1x";
 
 /// A real 4096-bit RSA public key (base64 SPKI DER, 736 characters).
-const KEY_4096: &str = concat!(
+pub(crate) const KEY_4096: &str = concat!(
     "MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEAi27JlQuzE40WdRnELjUqpRluDuXmkF22z6dn",
     "cAuIsyZQ8ggCHt4hMPJiV5xOjNtuAVIzMQGyQYOfxS4DOwYXo2S6wevxr9nmUZY5DhlzOxSO9tJNKaZ+",
     "a+9ri+8pd9Tetb/Pagz5ov0gj8ad3ITKb1LGKlFgK+rHhJXLFsHpIixyzuoJL5ZGbUTE/vto/CiGOZbY",
@@ -40,7 +40,7 @@ const KEY_4096: &str = concat!(
     "rP9udrcCAwEAAQ==",
 );
 
-fn config() -> ZoneConfig {
+pub(crate) fn config() -> ZoneConfig {
     ZoneConfig::new(&ZoneSettings {
         zone: ZONE.into(),
         mx_host: "bounce.anypost.example".into(),
@@ -54,7 +54,7 @@ fn config() -> ZoneConfig {
     .expect("the test's zone flags are valid")
 }
 
-fn domain(
+pub(crate) fn domain(
     ns: &str,
     name: &str,
     token: &str,
@@ -97,7 +97,7 @@ fn domain(
 }
 
 /// The two domains most tests use: one with tracking and a 4096-bit key.
-fn domains() -> Vec<SendingDomain> {
+pub(crate) fn domains() -> Vec<SendingDomain> {
     vec![
         domain(
             "acme",
@@ -247,7 +247,7 @@ pub fn dig(addr: SocketAddr, args: &[&str]) -> Dig {
     d
 }
 
-fn name(rel: &str, token: &str) -> String {
+pub(crate) fn name(rel: &str, token: &str) -> String {
     if rel.is_empty() {
         format!("{token}.{ZONE}.")
     } else {

@@ -9,6 +9,7 @@ mod controller;
 mod crd;
 mod demo;
 mod dns_embedded;
+mod dns_internet;
 mod gitops;
 mod leadership;
 mod observability;

@@ -291,7 +291,7 @@ impl Drop for BindPrimary {
 }
 
 /// A system tool: from PATH, else from /usr/sbin (where Debian puts the daemons).
-fn tool(name: &str) -> PathBuf {
+pub fn tool(name: &str) -> PathBuf {
     let on_path = std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
             .map(|d| d.join(name))
@@ -301,7 +301,7 @@ fn tool(name: &str) -> PathBuf {
 }
 
 /// A port free on 127.0.0.1 for both UDP and TCP.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     for _ in 0..100 {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("binding a UDP socket on loopback");
         let port = udp.local_addr().expect("local address").port();

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod bind_rfc2136;
+pub mod bind_secondary;
 mod cluster;
 pub mod dns_topology;
 pub mod node;

@@ -1,36 +1,60 @@
-//! The embedded server's request handler: what it answers, from the zone served
-//! now. The same path serves the sockets ([`super::transport`]), the tests and the
-//! fuzz target ([`answer_raw`]).
+//! The embedded server's full request handler: what it answers, from the zone
+//! served now, for every request the fast path ([`super::fast`]) leaves to it:
+//! zone transfers (TSIG-signed), ANY, malformed requests. It also decides what
+//! the fast path's prepared responses say ([`lookup`]).
 
+use super::cookie::{CookieSecrets, SecretCache};
+use super::fast::COOKIE_OPTION;
 use super::transport::MAX_UDP_PAYLOAD;
-use super::zone_handle::{Served, ZoneHandle};
-use hickory_net::runtime::Time;
+use super::xfr::{self, Delta, TransferKeys, chain_from, soa_serial};
+use super::zone_handle::{AXFR_MESSAGE_BYTES, Served, ZoneHandle};
 use hickory_net::xfer::Protocol;
 use hickory_proto::op::{Edns, Header, LowerQuery, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{CNAME, NS};
 use hickory_proto::rr::{self as hrr, DNSClass, LowerName, Record};
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tracing::debug;
 
-/// The embedded server's request handler.
+/// The embedded server's full request handler.
 pub struct Responder {
     handle: ZoneHandle,
     allow_axfr: Vec<IpNet>,
+    keys: TransferKeys,
+    cookies: Option<CookieSecrets>,
 }
 
 impl Responder {
-    pub fn new(handle: ZoneHandle, allow_axfr: Vec<IpNet>) -> Responder {
-        Responder { handle, allow_axfr }
+    pub fn new(
+        handle: ZoneHandle,
+        allow_axfr: Vec<IpNet>,
+        keys: TransferKeys,
+        cookies: Option<CookieSecrets>,
+    ) -> Responder {
+        Responder {
+            handle,
+            allow_axfr,
+            keys,
+            cookies,
+        }
     }
 }
 
+/// What a transfer request gets.
+pub(super) enum Transfer<'s> {
+    /// The whole zone.
+    Axfr,
+    /// The changes since the client's serial, oldest first.
+    Ixfr(&'s [Arc<Delta>]),
+}
+
 /// What to send back for one request; records borrow from the served snapshot.
-enum Reply<'s> {
+pub(super) enum Reply<'s> {
     Error(ResponseCode),
     Answer {
         authoritative: bool,
@@ -40,7 +64,7 @@ enum Reply<'s> {
         authorities: Vec<&'s Record>,
         additionals: Vec<&'s Record>,
     },
-    Transfer,
+    Transfer(Transfer<'s>),
 }
 
 impl<'s> Reply<'s> {
@@ -104,7 +128,7 @@ fn replacement_questions(request: &Request) -> Option<Queries> {
 /// Longest chain of in-zone CNAMEs followed in one answer.
 const MAX_CNAME_CHAIN: usize = 8;
 
-fn decide<'s>(served: Option<&'s Served>, request: &Request, allow_axfr: &[IpNet]) -> Reply<'s> {
+fn decide<'s>(served: Option<&'s Served>, request: &Request, may_transfer: bool) -> Reply<'s> {
     let query = match question(request) {
         Ok(q) => q,
         Err(code) => return Reply::Error(code),
@@ -117,7 +141,7 @@ fn decide<'s>(served: Option<&'s Served>, request: &Request, allow_axfr: &[IpNet
         return Reply::Error(ResponseCode::Refused);
     }
     match query.query_type() {
-        hrr::RecordType::AXFR | hrr::RecordType::IXFR => transfer(served, request, allow_axfr),
+        hrr::RecordType::AXFR | hrr::RecordType::IXFR => transfer(served, request, may_transfer),
         qtype => lookup(served, qname, qtype),
     }
 }
@@ -139,13 +163,38 @@ fn question(request: &Request) -> Result<&LowerQuery, ResponseCode> {
     Ok(query)
 }
 
-/// A zone transfer: only of the whole zone, only to allowed clients, only over
-/// TCP (a datagram gets a truncated answer, so the client retries over TCP).
-fn transfer<'s>(served: &'s Served, request: &Request, allow_axfr: &[IpNet]) -> Reply<'s> {
-    let allowed = allow_axfr.iter().any(|n| n.contains(&request.src().ip()));
+/// The serial an IXFR request says the client has (its authority SOA).
+fn ixfr_serial(request: &Request) -> Option<u32> {
+    request
+        .authorities
+        .iter()
+        .find(|r| r.record_type() == hrr::RecordType::SOA)
+        .map(soa_serial)
+}
+
+/// A zone transfer: only of the whole zone, only to allowed clients (a TSIG key
+/// or an allowed network), only over TCP (a datagram gets a truncated answer, or
+/// for IXFR the current SOA, so the client retries over TCP). IXFR answers from
+/// the journal, or with the whole zone when the client is further behind.
+fn transfer<'s>(served: &'s Served, request: &Request, allowed: bool) -> Reply<'s> {
     let qname = request.queries.queries()[0].name();
     if !allowed || *qname != served.origin {
         return Reply::Error(ResponseCode::Refused);
+    }
+    let ixfr = request.queries.queries()[0].query_type() == hrr::RecordType::IXFR;
+    let current = soa_serial(served.soa());
+    if ixfr {
+        let Some(serial) = ixfr_serial(request) else {
+            return Reply::Error(ResponseCode::FormErr);
+        };
+        // Up to date (or ahead of us), or over UDP: the current SOA alone.
+        let newer = serial == current || (serial.wrapping_sub(current) as i32) > 0;
+        if newer || request.protocol() == Protocol::Udp {
+            return Reply::answer(vec![served.soa()]);
+        }
+        if let Some(chain) = chain_from(&served.journal, serial) {
+            return Reply::Transfer(Transfer::Ixfr(chain));
+        }
     }
     if request.protocol() == Protocol::Udp {
         return Reply::Answer {
@@ -157,11 +206,15 @@ fn transfer<'s>(served: &'s Served, request: &Request, allow_axfr: &[IpNet]) -> 
             additionals: Vec::new(),
         };
     }
-    Reply::Transfer
+    Reply::Transfer(Transfer::Axfr)
 }
 
 /// The answer for `qname`, following CNAMEs inside the zone.
-fn lookup<'s>(served: &'s Served, qname: &LowerName, qtype: hrr::RecordType) -> Reply<'s> {
+pub(super) fn lookup<'s>(
+    served: &'s Served,
+    qname: &LowerName,
+    qtype: hrr::RecordType,
+) -> Reply<'s> {
     let mut answers: Vec<&Record> = Vec::new();
     let mut name = std::borrow::Cow::Borrowed(qname);
     for _ in 0..MAX_CNAME_CHAIN {
@@ -223,39 +276,77 @@ fn glue<'s>(served: &'s Served, ns: &'s [Record]) -> impl Iterator<Item = &'s Re
         .flatten()
 }
 
-#[async_trait::async_trait]
-impl RequestHandler for Responder {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
-        let info = self.respond(request, response_handle).await;
-        self.handle.metrics.answered(request.protocol(), &info);
-        info
+/// The cookie option of a request: `Ok(None)` without one, `Err` when it is
+/// malformed (RFC 7873 §5.2.2: FORMERR).
+fn request_cookie(request: &Request) -> Result<Option<&[u8]>, ()> {
+    let Some(edns) = &request.edns else {
+        return Ok(None);
+    };
+    let mut found = None;
+    for option in edns.options().as_ref().iter() {
+        if let (EdnsCode::Cookie, EdnsOption::Unknown(_, data)) = option {
+            if found.is_some() || !(data.len() == 8 || (16..=40).contains(&data.len())) {
+                return Err(());
+            }
+            found = Some(data.as_slice());
+        }
     }
+    Ok(found)
 }
 
 impl Responder {
+    /// The response's OPT record: our payload size, and a server cookie when
+    /// the client sent a cookie.
+    fn response_edns(&self, request: &Request, cookie: Option<&[u8]>) -> Option<Edns> {
+        let req = request.edns.as_ref()?;
+        let mut e = Edns::new();
+        e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+        e.set_version(0);
+        if let (Some(option), Some(secrets)) = (cookie, &self.cookies) {
+            let mut reply = [0u8; 24];
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as u32);
+            secrets.check(
+                &mut SecretCache::default(),
+                option,
+                request.src().ip(),
+                now,
+                &mut reply,
+            );
+            e.options_mut()
+                .insert(EdnsOption::Unknown(COOKIE_OPTION, reply.to_vec()));
+        }
+        Some(e)
+    }
+
+    /// Answers `request`; `signed` when its TSIG verified (which authorises a
+    /// transfer).
     async fn respond<R: ResponseHandler>(
         &self,
         request: &Request,
+        signed: bool,
         mut response_handle: R,
     ) -> ResponseInfo {
         let replaced = replacement_questions(request);
         let questions = replaced.as_ref().unwrap_or(&request.queries);
-        let edns = request.edns.as_ref().map(|req| {
-            let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
-            e.set_version(0);
-            e
-        });
+        let cookie = request_cookie(request);
+        let edns = self.response_edns(request, cookie.unwrap_or(None));
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             let code = ResponseCode::BADVERS;
             return send_error(request, questions, code, edns.as_ref(), response_handle).await;
         }
+        if cookie.is_err() {
+            let code = ResponseCode::FormErr;
+            return send_error(request, questions, code, edns.as_ref(), response_handle).await;
+        }
         let served = self.handle.snapshot();
-        match decide(served.as_deref(), request, &self.allow_axfr) {
+        let may_transfer = signed
+            || self
+                .allow_axfr
+                .iter()
+                .any(|n| n.contains(&request.src().ip()));
+        match decide(served.as_deref(), request, may_transfer) {
             Reply::Error(code) => {
                 send_error(request, questions, code, edns.as_ref(), response_handle).await
             }
@@ -286,29 +377,71 @@ impl Responder {
                     }
                 }
             }
-            Reply::Transfer => {
+            Reply::Transfer(Transfer::Axfr) => {
                 let served = served.as_deref().expect("a transfer is decided on a zone");
-                transfer_messages(served, request, questions, edns.as_ref(), response_handle).await
+                self.handle.metrics.transferred(false);
+                let chunks = served
+                    .axfr_chunks
+                    .iter()
+                    .map(|c| served.axfr[c.clone()].iter().collect());
+                transfer_messages(chunks, request, questions, edns.as_ref(), response_handle).await
+            }
+            Reply::Transfer(Transfer::Ixfr(chain)) => {
+                let served = served.as_deref().expect("a transfer is decided on a zone");
+                self.handle.metrics.transferred(true);
+                let chunks = by_size(ixfr_records(served, chain)).into_iter();
+                transfer_messages(chunks, request, questions, edns.as_ref(), response_handle).await
             }
         }
     }
 }
 
-/// Sends the whole zone, in messages of bounded size.
-async fn transfer_messages<R: ResponseHandler>(
-    served: &Served,
+/// An incremental transfer's records (RFC 1995 §4): the current SOA, then for
+/// each change the old SOA, what it deleted, the new SOA, what it added; the
+/// current SOA again.
+fn ixfr_records<'s>(served: &'s Served, chain: &'s [Arc<Delta>]) -> Vec<&'s Record> {
+    let mut out = vec![served.soa()];
+    for d in chain {
+        out.push(&d.old_soa);
+        out.extend(&d.deleted);
+        out.push(&d.new_soa);
+        out.extend(&d.added);
+    }
+    out.push(served.soa());
+    out
+}
+
+/// `records` in messages of about [`AXFR_MESSAGE_BYTES`].
+fn by_size(records: Vec<&Record>) -> Vec<Vec<&Record>> {
+    let mut out = vec![Vec::new()];
+    let mut size = 0;
+    for r in records {
+        let len = r.to_bytes().map_or(AXFR_MESSAGE_BYTES, |b| b.len());
+        if size + len > AXFR_MESSAGE_BYTES && size > 0 {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        out.last_mut().expect("never empty").push(r);
+    }
+    out
+}
+
+/// Sends a transfer, one message per chunk of records.
+async fn transfer_messages<'s, R: ResponseHandler>(
+    chunks: impl Iterator<Item = Vec<&'s Record>>,
     request: &Request,
     questions: &Queries,
     edns: Option<&Edns>,
     mut response_handle: R,
 ) -> ResponseInfo {
     let mut last = failed(request);
-    for chunk in &served.axfr_chunks {
+    for chunk in chunks {
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = true;
         let response = MessageResponseBuilder::new(questions, edns).build(
             meta,
-            served.axfr[chunk.clone()].iter(),
+            chunk,
             std::iter::empty(),
             std::iter::empty(),
             std::iter::empty(),
@@ -357,6 +490,17 @@ struct Capture {
     messages: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
+impl Capture {
+    fn take(&self) -> Vec<Vec<u8>> {
+        std::mem::take(
+            &mut *self
+                .messages
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
 #[async_trait::async_trait]
 impl ResponseHandler for Capture {
     async fn send_response<'a>(
@@ -386,9 +530,11 @@ impl ResponseHandler for Capture {
     }
 }
 
-/// The whole request path without sockets: parses `raw` exactly as the server's
-/// transport does and answers it, returning the encoded messages (none when the
-/// packet is dropped). For fuzzing and tests.
+/// The whole request path without sockets (fast path and full handler, no rate
+/// limiting, no cookies): parses `raw` exactly as the server's sockets do and
+/// answers it, returning the encoded messages (none when the packet is
+/// dropped). For fuzzing and tests; see [`super::request::endpoint`] for the
+/// path with every option.
 pub fn answer_raw(
     handle: &ZoneHandle,
     allow_axfr: &[IpNet],
@@ -396,13 +542,29 @@ pub fn answer_raw(
     src: SocketAddr,
     protocol: Protocol,
 ) -> Vec<Vec<u8>> {
-    let responder = Responder::new(handle.clone(), allow_axfr.to_vec());
-    futures::executor::block_on(answer(&responder, raw.to_vec(), src, protocol))
+    let options = super::request::ServeOptions {
+        allow_axfr: allow_axfr.to_vec(),
+        rrl: super::rrl::RrlConfig {
+            rate: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut worker = super::request::endpoint(handle, &options);
+    futures::executor::block_on(worker.answer(raw, src, protocol))
 }
 
-/// Parses one request and answers it: the encoded messages to send back (none
-/// when the packet is dropped: not DNS, or a response). A request that does not
-/// parse but has a header gets FORMERR.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Parses one request and answers it with the full handler: the encoded
+/// messages to send back (none when the packet is dropped: not DNS, or a
+/// response). A request that does not parse but has a header gets FORMERR; one
+/// whose TSIG does not verify gets NOTAUTH; one whose TSIG verifies gets every
+/// message signed.
 pub(super) async fn answer(
     responder: &Responder,
     raw: Vec<u8>,
@@ -417,15 +579,9 @@ pub(super) async fn answer(
     let Ok(header) = Header::read(&mut BinDecoder::new(&raw)) else {
         return Vec::new();
     };
-    match Request::from_bytes(raw, src, protocol) {
-        Ok(request) => {
-            if request.metadata.message_type == MessageType::Response {
-                return Vec::new();
-            }
-            responder
-                .handle_request::<_, hickory_net::runtime::TokioTime>(&request, capture.clone())
-                .await;
-        }
+    let request = match Request::from_bytes(raw, src, protocol) {
+        Ok(r) if r.metadata.message_type == MessageType::Response => return Vec::new(),
+        Ok(r) => r,
         Err(_) => {
             let Ok(queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
                 return Vec::new();
@@ -434,14 +590,60 @@ pub(super) async fn answer(
             let response = MessageResponseBuilder::new(&queries, None)
                 .error_msg(&header.metadata, ResponseCode::FormErr);
             let _ = c.send_response(response).await;
+            return capture.take();
         }
+    };
+    let now = unix_now();
+    let signed = match &request.signature {
+        None => None,
+        Some(sig) => match xfr::verify(&responder.keys, request.as_slice(), sig, now) {
+            Ok(signed) => Some(signed),
+            Err(refused) => {
+                return not_authorised(responder, &request, refused, capture, now).await;
+            }
+        },
+    };
+    let info = responder
+        .respond(&request, signed.is_some(), capture.clone())
+        .await;
+    responder.handle.metrics.answered(protocol, &info);
+    let mut messages = capture.take();
+    if let Some(signed) = signed
+        && let Err(error) = xfr::sign(&signed, &mut messages, now)
+    {
+        debug!(%error, "signing a response with TSIG failed");
+        return Vec::new();
     }
-    std::mem::take(
-        &mut *capture
-            .messages
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    messages
+}
+
+/// NOTAUTH, with the TSIG error that says why.
+async fn not_authorised(
+    responder: &Responder,
+    request: &Request,
+    refused: xfr::Refused,
+    capture: Capture,
+    now: u64,
+) -> Vec<Vec<u8>> {
+    let questions = replacement_questions(request);
+    let questions = questions.as_ref().unwrap_or(&request.queries);
+    let info = send_error(
+        request,
+        questions,
+        ResponseCode::NotAuth,
+        None,
+        capture.clone(),
     )
+    .await;
+    responder.handle.metrics.answered(request.protocol(), &info);
+    let mut messages = capture.take();
+    if let Some(m) = messages.first_mut()
+        && let Err(error) = xfr::refuse(refused, m, now)
+    {
+        debug!(%error, "adding the TSIG error failed");
+        return Vec::new();
+    }
+    messages
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! The embedded server's sockets: UDP queries are received, answered and sent in
 //! one loop per core with no task or channel per query (hickory-server's UDP
 //! transport spawned a task per packet and sent through a channel, which cost about
-//! a third of the throughput); TCP and zone transfers go through hickory-server.
+//! a third of the throughput); TCP connections are served by [`super::tcp`],
+//! with its limits; NOTIFY goes out from [`super::notify`].
 
-use super::answer::{Responder, answer};
+use super::notify::notify_secondaries;
+use super::request::{Fast, ServeOptions, Shared, Worker};
+use super::tcp::serve_tcp;
 use super::zone_handle::ZoneHandle;
 use crate::adapters::dns::Error;
 use hickory_net::xfer::Protocol;
@@ -11,7 +14,6 @@ use ipnet::IpNet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::debug;
 
@@ -19,11 +21,6 @@ use tracing::debug;
 /// which avoids IP fragmentation. Larger answers are truncated (TC) and the client
 /// retries over TCP.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
-/// Idle TCP connections are closed after this.
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Messages a TCP connection may queue: a whole zone transfer is queued before it
-/// is written, so this bounds the zone size AXFR can serve.
-const TCP_RESPONSE_BUFFER: usize = 4096;
 
 /// The embedded server, bound but not yet serving (so a caller binding port 0
 /// learns the port first).
@@ -75,16 +72,31 @@ impl DnsServer {
         self.addr
     }
 
-    /// Answers queries from `handle` until `shutdown` completes. AXFR is served
-    /// (over TCP) to clients in `allow_axfr` and refused to everyone else.
+    /// Answers queries from `handle` until `shutdown` completes, with the
+    /// default options: AXFR (over TCP) to clients in `allow_axfr`, rate
+    /// limiting on, no cookies.
     pub async fn run(
         self,
         handle: ZoneHandle,
         allow_axfr: Vec<IpNet>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
+        let options = ServeOptions {
+            allow_axfr,
+            ..Default::default()
+        };
+        self.run_with(handle, options, shutdown).await
+    }
+
+    /// Answers queries from `handle` until `shutdown` completes.
+    pub async fn run_with(
+        self,
+        handle: ZoneHandle,
+        options: ServeOptions,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let addr = self.addr;
-        let responder = Arc::new(Responder::new(handle.clone(), allow_axfr.clone()));
+        let shared = Arc::new(Shared::new(handle.clone(), &options));
         let serve_error = |e: std::io::Error| Error::Serve {
             addr,
             source: hickory_net::NetError::from(e),
@@ -92,30 +104,36 @@ impl DnsServer {
         // UDP: one receive loop per core, each on its own copy of the socket.
         let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
         let std_udp = self.udp.into_std().map_err(serve_error)?;
-        let mut udp = tokio::task::JoinSet::new();
+        let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..loops {
             let socket = UdpSocket::from_std(std_udp.try_clone().map_err(serve_error)?)
                 .map_err(serve_error)?;
-            udp.spawn(serve_udp(socket, responder.clone()));
+            tasks.spawn(serve_udp(socket, Worker::new(shared.clone())));
         }
         drop(std_udp);
-        // TCP (and zone transfers) through hickory's server.
-        let mut server = hickory_server::Server::new(Responder::new(handle, allow_axfr));
-        server.register_listener(self.tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-        let token = server.shutdown_token().clone();
-        tokio::select! {
-            result = server.block_until_done() => result.map_err(|source| Error::Serve { addr, source }),
-            Some(result) = udp.join_next() => match result {
+        let tcp = tokio::spawn(serve_tcp(self.tcp, shared, options.tcp.clone()));
+        let notify = (!options.transfer.notify.is_empty()).then(|| {
+            let signer = options.transfer.keys.first().cloned();
+            tokio::spawn(notify_secondaries(
+                handle,
+                options.transfer.notify.clone(),
+                signer,
+            ))
+        });
+        let result = tokio::select! {
+            Some(result) = tasks.join_next() => match result {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(serve_error(e)),
                 Err(e) => Err(serve_error(std::io::Error::other(e))),
             },
-            () = shutdown => {
-                token.cancel();
-                udp.abort_all();
-                Ok(())
-            }
+            () = shutdown => Ok(()),
+        };
+        tasks.abort_all();
+        tcp.abort();
+        if let Some(n) = notify {
+            n.abort();
         }
+        result
     }
 }
 
@@ -135,7 +153,7 @@ pub async fn serve(
 /// Answers UDP queries on `socket` until it fails: receive, answer and send in
 /// one task, with no task or channel per query (the server runs one such loop
 /// per core, on copies of the same socket).
-async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>) -> std::io::Result<()> {
+async fn serve_udp(socket: UdpSocket, mut worker: Worker) -> std::io::Result<()> {
     // Queries are small; 4096 bytes also holds any UDP query a client sends.
     let mut buf = vec![0u8; 4096];
     loop {
@@ -160,10 +178,21 @@ async fn serve_udp(socket: UdpSocket, responder: Arc<Responder>) -> std::io::Res
         if src.port() == 0 || src.ip().is_unspecified() || src.ip().is_multicast() {
             continue;
         }
-        for reply in answer(&responder, buf[..len].to_vec(), src, Protocol::Udp).await {
-            if let Err(error) = socket.send_to(&reply, src).await {
-                debug!(%error, %src, "sending a DNS response failed");
+        let raw = &buf[..len];
+        match worker.fast(raw, src, Protocol::Udp) {
+            Fast::Reply => send(&socket, &worker.out, src).await,
+            Fast::Drop => {}
+            Fast::Slow => {
+                for reply in worker.slow(raw, src, Protocol::Udp).await {
+                    send(&socket, &reply, src).await;
+                }
             }
         }
+    }
+}
+
+async fn send(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
+    if let Err(error) = socket.send_to(reply, to).await {
+        debug!(%error, %to, "sending a DNS response failed");
     }
 }

@@ -4,21 +4,25 @@
 //! index built beforehand), so queries never wait for a rebuild and never see half
 //! a change.
 
+use super::fast::Prepared;
 use super::metrics::DnsMetrics;
+use super::xfr::Delta;
 use crate::adapters::dns::wire;
 use crate::core::ports::{Published, Publisher};
 use crate::core::vocab::Reason;
-use crate::core::zone::{RData, RecordType, Zone, next_serial, serves};
+use crate::core::zone::{Change, RData, RecordType, RrSet, Zone, next_serial, plan, serves};
 use hickory_proto::rr::{self as hrr, LowerName, Name, Record};
 use hickory_proto::serialize::binary::BinEncodable;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
 use tracing::warn;
 
 /// Target size of one zone-transfer message.
-const AXFR_MESSAGE_BYTES: usize = 16 * 1024;
+pub(super) const AXFR_MESSAGE_BYTES: usize = 16 * 1024;
+/// Changes kept for IXFR: a secondary further behind gets the whole zone.
+pub const JOURNAL_DELTAS: usize = 100;
 
 /// The zone as served: the model plus a lookup index of wire-format records.
 pub(super) struct Served {
@@ -31,6 +35,10 @@ pub(super) struct Served {
     /// The zone transfer: SOA, every other record, SOA; split into messages.
     pub(super) axfr: Vec<Record>,
     pub(super) axfr_chunks: Vec<std::ops::Range<usize>>,
+    /// Every ordinary response, prepared for the fast path.
+    pub(super) prepared: Prepared,
+    /// The changes that led here, oldest first, for IXFR.
+    pub(super) journal: Vec<Arc<Delta>>,
 }
 
 fn name(n: &str) -> Option<Name> {
@@ -107,14 +115,74 @@ impl Served {
         axfr.extend(rest);
         axfr.push(soa.clone());
         let axfr_chunks = chunks(&axfr);
-        Some(Served {
+        let mut served = Served {
             zone: Arc::new(zone),
             origin,
             negative_soa,
             nodes,
             axfr,
             axfr_chunks,
-        })
+            prepared: Prepared::empty(),
+            journal: Vec::new(),
+        };
+        served.prepared = Prepared::build(&served)?;
+        Some(served)
+    }
+
+    /// The apex SOA (the first record of a transfer).
+    pub(super) fn soa(&self) -> &Record {
+        &self.axfr[0]
+    }
+}
+
+/// `set`'s records at `owner` in wire format.
+fn wire_records(owner: &str, set: &RrSet) -> Vec<Record> {
+    let Some(owner) = name(owner) else {
+        return Vec::new();
+    };
+    set.rdata()
+        .iter()
+        .filter_map(|r| to_wire(&owner, set.ttl, r))
+        .collect()
+}
+
+/// The records of `old` missing from `new` (all of them when the TTL changed).
+fn missing(owner: &str, old: &RrSet, new: Option<&RrSet>) -> Vec<Record> {
+    let kept = |r: &RData| new.is_some_and(|n| n.ttl == old.ttl && n.rdata().contains(r));
+    let gone = RrSet::new(old.ttl, old.rdata().iter().filter(|r| !kept(r)).cloned());
+    wire_records(owner, &gone)
+}
+
+/// The change from `old` to `new` record by record (RFC 1995's deleted and
+/// added records), between their SOAs.
+fn delta(old: &Served, new: &Served) -> Delta {
+    let (mut deleted, mut added) = (Vec::new(), Vec::new());
+    for change in plan(&old.zone, &new.zone).changes {
+        match &change {
+            Change::Create { name, new, .. } => added.extend(wire_records(name, new)),
+            Change::Delete { name, old, .. } => deleted.extend(wire_records(name, old)),
+            Change::Replace { name, old, new, .. } => {
+                deleted.extend(missing(name, old, Some(new)));
+                added.extend(missing(name, new, Some(old)));
+            }
+        }
+    }
+    Delta {
+        old_soa: old.soa().clone(),
+        new_soa: new.soa().clone(),
+        deleted,
+        added,
+    }
+}
+
+/// Adds `delta` to the journal, keeping the newest [`JOURNAL_DELTAS`] and
+/// never more records than the zone has (beyond that a transfer of the whole
+/// zone is smaller).
+fn record(journal: &mut VecDeque<Arc<Delta>>, delta: Delta, zone_records: usize) {
+    journal.push_back(Arc::new(delta));
+    let mut total: usize = journal.iter().map(|d| d.len()).sum();
+    while journal.len() > JOURNAL_DELTAS || (total > zone_records && journal.len() > 1) {
+        total -= journal.pop_front().map_or(0, |d| d.len());
     }
 }
 
@@ -124,7 +192,8 @@ impl Served {
 #[derive(Clone)]
 pub struct ZoneHandle {
     served: Arc<watch::Sender<Option<Arc<Served>>>>,
-    publishing: Arc<Mutex<()>>,
+    /// Held while publishing; the journal of recent changes.
+    publishing: Arc<Mutex<VecDeque<Arc<Delta>>>>,
     pub(super) metrics: Arc<DnsMetrics>,
 }
 
@@ -141,7 +210,7 @@ impl ZoneHandle {
     pub fn new() -> ZoneHandle {
         ZoneHandle {
             served: Arc::new(watch::channel(None).0),
-            publishing: Arc::new(Mutex::new(())),
+            publishing: Arc::new(Mutex::new(VecDeque::new())),
             metrics: Arc::default(),
         }
     }
@@ -155,12 +224,17 @@ impl ZoneHandle {
         self.served.borrow().clone()
     }
 
+    /// Follows the zone served: for the server's workers, and NOTIFY.
+    pub(super) fn subscribe(&self) -> watch::Receiver<Option<Arc<Served>>> {
+        self.served.subscribe()
+    }
+
     /// Serves `zone` from now on, unless it has the same content as the zone
     /// served now. Gives the SOA serial of the published zone, or `None` when
     /// nothing changed. The serial is the unix time, or one more than the previous
     /// serial if that is not greater ([`next_serial`]).
     pub fn publish(&self, mut zone: Zone) -> Option<u32> {
-        let _one_at_a_time = self
+        let mut journal = self
             .publishing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -178,7 +252,11 @@ impl ZoneHandle {
         let origin = zone.origin().to_string();
         let rrsets = zone.len();
         match Served::build(zone) {
-            Some(served) => {
+            Some(mut served) => {
+                if let Some(cur) = &current {
+                    record(&mut journal, delta(cur, &served), served.axfr.len());
+                }
+                served.journal = journal.iter().cloned().collect();
                 self.served.send_replace(Some(Arc::new(served)));
                 self.metrics.publishes.inc();
                 self.metrics.serial.set(i64::from(serial));

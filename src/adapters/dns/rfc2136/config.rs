@@ -29,7 +29,7 @@ impl Algorithm {
         }
     }
 
-    pub(super) fn tsig(self) -> TsigAlgorithm {
+    pub(crate) fn tsig(self) -> TsigAlgorithm {
         match self {
             Algorithm::HmacSha256 => TsigAlgorithm::HmacSha256,
             Algorithm::HmacSha384 => TsigAlgorithm::HmacSha384,
@@ -160,7 +160,8 @@ impl Rfc2136Config {
 
 /// Reads a base64 TSIG secret: the bare secret (surrounding white space is fine),
 /// or a whole BIND key clause as `tsig-keygen` prints it (`secret "...";` is used).
-fn read_secret(path: &Path) -> Result<Vec<u8>, FieldError> {
+/// The embedded server reads its transfer keys with it too.
+pub(crate) fn read_secret(path: &Path) -> Result<Vec<u8>, FieldError> {
     let shown = path.display().to_string();
     let bad = |reason: String| FieldError::new("secret_file", &shown, reason);
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("reading it: {e}")))?;
