@@ -505,6 +505,13 @@ async fn delete_and_reapply_gives_the_same_targets() {
 
 #[tokio::test]
 async fn a_crash_between_storing_keys_and_writing_status_loses_nothing() {
+    // The binary under test is built with the same profile and features as this
+    // test: without the hook it could never crash, and the test would prove nothing.
+    if !cfg!(any(debug_assertions, feature = "crash-points")) {
+        panic!(
+            "the crash hook is compiled out of release builds: run this test in a debug build, or with --features crash-points"
+        );
+    }
     let ns = TestNs::new("crash").await;
     let run = ns.name.clone();
     let mut crashing = operator(
