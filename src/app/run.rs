@@ -1,14 +1,16 @@
-//! `anypost-operator run`: connects to the API, loads the identity key, starts the
-//! shared SendingDomain cache, the zone backend (embedded server or RFC2136 sync),
-//! the HTTP endpoints, the leader election and the controller, and stops them all
-//! on SIGTERM, handing the Lease over.
+//! `anypost-operator run`: connects to the API, starts the shared SendingDomain
+//! cache, follows the identity key and the claim policy, starts the zone backend
+//! (embedded server or RFC2136 sync), the HTTP endpoints, and (unless the role is
+//! `dns`) the leader election and the controller; stops them all on SIGTERM,
+//! handing the Lease over.
 
-use super::cli::{LogFormat, RunArgs, ZoneBackend, flag_error};
+use super::cli::{LogFormat, Role, RunArgs, ZoneBackend, flag_error};
 use crate::adapters::dns::embedded::{DnsServer, ZoneHandle, keep_publishing};
 use crate::adapters::dns::rfc2136::{
     self, Rfc2136Config, Rfc2136Publisher, Rfc2136Sync, SyncMetrics,
 };
 use crate::adapters::http::{self, Readiness};
+use crate::adapters::kube::identity::{Follower, PolicySource, TrustState};
 use crate::adapters::kube::{Domains, identity, leader};
 use crate::adapters::resolver::{Resolver, ResolverVerifier};
 use crate::controller::{self, Context};
@@ -58,6 +60,11 @@ struct Plan {
 }
 
 fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
+    if args.role == Role::Dns && args.zone_backend != ZoneBackend::Embedded {
+        anyhow::bail!(
+            "--role dns serves the embedded zone: it needs --zone-backend embedded (with rfc2136 the controller pushes the zone)"
+        );
+    }
     let zone = ZoneConfig::new(&args.zone.settings()).map_err(flag_error)?;
     let rfc2136 = match args.zone_backend {
         ZoneBackend::Embedded => None,
@@ -84,53 +91,109 @@ fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
     })
 }
 
+/// What every role shares once connected.
+struct Shared {
+    client: Client,
+    namespace: String,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    domains: Arc<Domains>,
+    trust: watch::Receiver<TrustState>,
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let plan = plan(&args)?;
+    let policy = PolicySource::open(args.claim_policy.clone())?;
     let client = Client::try_default()
         .await
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     let namespace = operator_namespace(args.namespace.clone());
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
-
-    let identity_key = identity::load_or_create(client.clone(), &namespace).await?;
-    readiness.identity.store(true, Ordering::Relaxed);
-    tracing::info!(%namespace, zone = %plan.zone.zone, "identity key loaded");
+    let (domains, watch_domains) = Domains::start(client.clone(), args.selector.as_deref());
+    let follower = Follower {
+        client: client.clone(),
+        namespace: namespace.clone(),
+        domains: domains.clone(),
+        may_create: args.role != Role::Dns,
+        policy,
+        metrics: metrics.clone(),
+    };
+    follower.check().await?;
+    let (trust_tx, trust) = watch::channel(TrustState::Starting);
+    let following = tokio::spawn(follower.run(trust_tx));
+    tokio::spawn(ready_when_trusted(trust.clone(), readiness.clone()));
+    tracing::info!(%namespace, zone = %plan.zone.zone, role = ?args.role, "following the identity Secret");
     let http = tokio::spawn(http::serve(
         args.http_listen,
         metrics.clone(),
         readiness.clone(),
     ));
-
-    let (domains, watch_domains) = Domains::start(client.clone(), args.selector.as_deref());
+    let shared = Shared {
+        client,
+        namespace,
+        metrics,
+        readiness,
+        domains,
+        trust,
+    };
     let watch_domains = tokio::spawn(watch_domains);
+    let running = async {
+        match args.role {
+            Role::Dns => serve_dns(&args, plan, &shared).await,
+            Role::All | Role::Controller => control(&args, plan, &shared).await,
+        }
+    };
+    tokio::select! {
+        r = running => r,
+        r = following => { r.context("the identity follower stopped")??; anyhow::bail!("the identity follower ended") }
+        r = watch_domains => { r.context("the SendingDomain watch stopped")?; anyhow::bail!("the SendingDomain watch ended") }
+        r = http => r.context("the HTTP server stopped")?.context("the HTTP server failed"),
+    }
+}
+
+/// Marks the process ready for the identity key while a key is in use.
+async fn ready_when_trusted(mut trust: watch::Receiver<TrustState>, readiness: Arc<Readiness>) {
+    loop {
+        let trusted = matches!(*trust.borrow_and_update(), TrustState::Trusted(_));
+        readiness.identity.store(trusted, Ordering::Relaxed);
+        if trust.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// `--role dns`: serves the zone until SIGTERM; writes nothing.
+async fn serve_dns(args: &RunArgs, plan: Plan, s: &Shared) -> anyhow::Result<()> {
+    let (_, zone_task) = start_zone(args, plan.zone, None, s, watch::channel(false).1).await?;
+    tokio::select! {
+        r = zone_task => r.context("the DNS zone task stopped")?.context("the DNS zone failed")?,
+        () = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+/// `--role controller` or `all`: the zone backend, the leader election and the
+/// controller, until SIGTERM; then the Lease is handed over.
+async fn control(args: &RunArgs, plan: Plan, s: &Shared) -> anyhow::Result<()> {
     // One election for every writer: the controller and the RFC2136 sync.
-    let (leader_rx, election) = elect(&args, &client, &namespace);
-    let (publisher, zone_task) = start_zone(
-        &args,
-        plan.zone,
-        plan.rfc2136,
-        domains.clone(),
-        &readiness,
-        &metrics,
-        leader_rx.clone(),
-    )
-    .await?;
+    let (leader_rx, election) = elect(args, &s.client, &s.namespace);
+    let (publisher, zone_task) =
+        start_zone(args, plan.zone, plan.rfc2136, s, leader_rx.clone()).await?;
+    let identity_secret = format!("{}/{}", s.namespace, identity::SECRET_NAME);
     let ctx = Arc::new(Context::new(
-        client.clone(),
+        s.client.clone(),
         args.controller_config(),
-        identity_key,
+        (s.trust.clone(), identity_secret),
         publisher,
         plan.verifier,
-        metrics,
-        domains,
+        s.metrics.clone(),
+        s.domains.clone(),
     ));
     let leading = leader_rx.clone();
     tokio::select! {
         () = controller::runner::run(ctx, leader_rx) => anyhow::bail!("the controller stopped"),
         r = zone_task => r.context("the DNS zone task stopped")?.context("the DNS zone failed")?,
-        r = watch_domains => { r.context("the SendingDomain watch stopped")?; anyhow::bail!("the SendingDomain watch ended") }
-        r = http => r.context("the HTTP server stopped")?.context("the HTTP server failed")?,
         () = shutdown_signal() => tracing::info!("shutting down"),
     }
     // The controller has stopped (select dropped it): hand the lease over now
@@ -138,7 +201,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some((identity, task)) = election {
         task.abort();
         if *leading.borrow() {
-            release(client, &namespace, &identity).await;
+            release(s.client.clone(), &s.namespace, &identity).await;
         }
     }
     Ok(())
@@ -181,26 +244,43 @@ async fn release(client: Client, namespace: &str, identity: &str) {
 }
 
 /// Starts the zone backend: the embedded server (bound before anything else, so
-/// a taken port is a clear startup error) or the RFC2136 sync.
+/// a taken port is a clear startup error; the controller role builds the zone
+/// without serving it, to know what the DNS replicas serve) or the RFC2136 sync.
 async fn start_zone(
     args: &RunArgs,
     zone: ZoneConfig,
     rfc2136: Option<Rfc2136Config>,
-    domains: Arc<Domains>,
-    readiness: &Arc<Readiness>,
-    metrics: &Arc<Metrics>,
+    s: &Shared,
     leader: watch::Receiver<bool>,
 ) -> anyhow::Result<(Arc<dyn Publisher>, ZoneTask)> {
     let ready = {
-        let readiness = readiness.clone();
+        let readiness = s.readiness.clone();
         move || readiness.zone.store(true, Ordering::Relaxed)
     };
     let Some(config) = rfc2136 else {
         let handle = ZoneHandle::new();
-        metrics.register(|r| handle.metrics().register(r));
-        let server = DnsServer::bind(args.dns_listen).await?;
+        let server = match args.role {
+            Role::Controller => None,
+            Role::All | Role::Dns => Some(DnsServer::bind(args.dns_listen).await?),
+        };
+        // The DNS server's metrics come from the replicas that serve.
+        if server.is_some() {
+            s.metrics.register(|r| handle.metrics().register(r));
+        }
+        tokio::spawn(keep_publishing(
+            s.domains.clone(),
+            zone.clone(),
+            s.trust.clone(),
+            handle.clone(),
+            s.metrics.clone(),
+            ready,
+        ));
+        let Some(server) = server else {
+            tracing::info!(zone = %zone.zone, "building the zone to follow what the DNS replicas serve (no DNS listener)");
+            let task = tokio::spawn(futures::future::pending());
+            return Ok((Arc::new(handle), task));
+        };
         tracing::info!(listen = %server.local_addr(), zone = %zone.zone, "serving the zone (UDP and TCP)");
-        tokio::spawn(keep_publishing(domains, zone, handle.clone(), ready));
         let allow = args.allow_axfr.clone();
         let serving = handle.clone();
         let task = tokio::spawn(async move {
@@ -211,6 +291,17 @@ async fn start_zone(
         });
         return Ok((Arc::new(handle), task));
     };
+    Ok(start_rfc2136(zone, config, s, leader, ready).await)
+}
+
+/// Starts the RFC2136 sync (the leader pushes, standbys read).
+async fn start_rfc2136(
+    zone: ZoneConfig,
+    config: Rfc2136Config,
+    s: &Shared,
+    leader: watch::Receiver<bool>,
+    ready: impl FnOnce() + Send + 'static,
+) -> (Arc<dyn Publisher>, ZoneTask) {
     let publisher = Rfc2136Publisher::new(&zone.zone, &config);
     rfc2136::prime(&publisher, &config, &zone.zone).await;
     tracing::info!(
@@ -221,20 +312,21 @@ async fn start_zone(
         "syncing the zone to the server with RFC2136 UPDATE"
     );
     let sync_metrics = Arc::new(SyncMetrics::default());
-    metrics.register(|r| sync_metrics.register(r));
+    s.metrics.register(|r| sync_metrics.register(r));
     let sync = Rfc2136Sync {
-        domains,
+        domains: s.domains.clone(),
         zone,
         config,
         publisher: publisher.clone(),
         leader,
         metrics: sync_metrics,
+        trust: s.trust.clone(),
     };
     let task = tokio::spawn(async move {
         rfc2136::run(sync, ready).await;
         anyhow::bail!("the rfc2136 sync stopped: the SendingDomain watch ended")
     });
-    Ok((Arc::new(publisher), task))
+    (Arc::new(publisher), task)
 }
 
 /// The namespace the operator lives in.

@@ -165,6 +165,14 @@ pub struct SendingDomainStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 
+    /// The operator's seal on this status: an HMAC, under a key derived from its
+    /// identity key, over the namespace, the domain, `id`, whether the claim is
+    /// verified or has proved control of the domain, and the DKIM public keys. The
+    /// zone serves only what a valid seal covers, so a status written by anyone but
+    /// the operator is never served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
+
     /// `pending` until every required CNAME verifies, then `verified`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<DomainState>,

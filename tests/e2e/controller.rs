@@ -416,18 +416,25 @@ async fn the_older_claim_keeps_a_domain_and_the_younger_takes_over_after_it() {
     let _op = operator("conflict", &first.name, &run, &[]);
     let (domain, a, b, (status, _reason, message)) = claim_twice(&first, &second, &run).await;
     assert_eq!(status, "False");
+    let sd = b.get("shared").await.unwrap();
+    let st = sd.status.as_ref().unwrap();
+    let apex = &st.dns_records[0];
     assert_eq!(
         message,
         format!(
-            "{domain} is already claimed by another SendingDomain, created earlier; nothing is published for this one. It takes over automatically if the other claim is deleted."
+            "{domain} is claimed by another SendingDomain; nothing is published for this one. If the domain is yours, publish this claim's verification record ({} CNAME {}): once it resolves, this claim takes the domain over. It also takes over if the other claim is deleted.",
+            apex.fqdn, apex.value
         )
     );
     assert!(
         !message.contains(&first.name),
         "tenants must not learn of each other"
     );
-    let sd = b.get("shared").await.unwrap();
-    assert!(sd.status.as_ref().unwrap().id.is_none());
+    // Its own id and records are listed for its owner; no keys are made for it.
+    let token = naming::token_from_id(st.id.as_deref().unwrap()).unwrap();
+    assert!(apex.value.starts_with(token), "{apex:?}");
+    assert_eq!(st.dns_records.len(), 3);
+    assert!(st.dkim.is_none());
     let secrets: Api<Secret> = second.api();
     assert!(secrets.get_opt("shared-dkim").await.unwrap().is_none());
 
