@@ -18,6 +18,7 @@ use anypost_operator::core::api::{
     SendingDomainStatus, TrackingSpec,
 };
 use anypost_operator::core::naming::{domain_id, token};
+use anypost_operator::core::trust::Trust;
 use anypost_operator::core::zone::{ZoneConfig, ZoneSettings, desired_zone};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -176,7 +177,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let generated = domains(n, &mut rng);
     let sds: Vec<SendingDomain> = generated.iter().map(|(d, _, _)| d.clone()).collect();
     let handle = ZoneHandle::new();
-    handle.publish(desired_zone(&cfg, &sds));
+    handle.publish(desired_zone(&cfg, &Trust::as_written(), &sds));
     let zone = handle.current().ok_or("the zone was not published")?;
     std::fs::write(dir.join("zone.db"), zone.to_zone_file())?;
     std::fs::write(dir.join("queries.txt"), queries(&generated, &mut rng))?;

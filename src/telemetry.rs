@@ -67,6 +67,14 @@ pub struct Metrics {
     pub check_seconds: Histogram,
     pub leader: Gauge,
     pub domains: Family<ReadyLabels, Gauge>,
+    /// 1 while the identity key is in doubt (see `adapters::kube::identity`).
+    pub identity_mismatch: Gauge,
+    /// 1 while the claim policy file does not parse (the last good one is used).
+    pub policy_invalid: Gauge,
+    /// SendingDomains whose status the zone does not believe.
+    pub untrusted_statuses: Gauge,
+    /// DKIM Secrets in the controller's cache.
+    pub secrets_cached: Gauge,
 }
 
 impl Default for Metrics {
@@ -84,6 +92,10 @@ impl Default for Metrics {
             check_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             leader: Gauge::default(),
             domains: Family::default(),
+            identity_mismatch: Gauge::default(),
+            policy_invalid: Gauge::default(),
+            untrusted_statuses: Gauge::default(),
+            secrets_cached: Gauge::default(),
             registry: std::sync::RwLock::new(Registry::with_prefix("anypost")),
         };
         m.register(|r| m.register_own(r));
@@ -152,6 +164,26 @@ impl Metrics {
             "sendingdomains",
             "SendingDomains by their Ready condition (status and reason); exported by the leader, refreshed every 10 s",
             self.domains.clone(),
+        );
+        r.register(
+            "identity_mismatch",
+            "1 while the identity key is in doubt: the identity Secret is missing or holds a key that made none of the SendingDomains' ids (nothing is reconciled, or served by a replica that starts), or it no longer holds the key in use",
+            self.identity_mismatch.clone(),
+        );
+        r.register(
+            "claim_policy_invalid",
+            "1 while the claim policy file does not parse; the last good policy stays in use",
+            self.policy_invalid.clone(),
+        );
+        r.register(
+            "zone_untrusted_statuses",
+            "SendingDomains whose status the zone does not believe (an id not their own, or no valid seal): not served",
+            self.untrusted_statuses.clone(),
+        );
+        r.register(
+            "dkim_secrets_cached",
+            "DKIM Secrets in the controller's cache: only those owned by a SendingDomain it manages",
+            self.secrets_cached.clone(),
         );
     }
 }

@@ -9,6 +9,7 @@ use anypost_operator::core::api::{
     SendingDomainStatus, TrackingSpec,
 };
 use anypost_operator::adapters::dns::embedded::{MAX_UDP_PAYLOAD, ZoneHandle, answer_raw};
+use anypost_operator::core::trust::Trust;
 use anypost_operator::core::zone::{ZoneConfig, ZoneSettings, desired_zone};
 use hickory_net::xfer::Protocol;
 use hickory_proto::op::{Message, MessageType};
@@ -67,6 +68,7 @@ static ZONE: LazyLock<ZoneHandle> = LazyLock::new(|| {
     let handle = ZoneHandle::new();
     handle.publish(desired_zone(
         &cfg,
+        &Trust::as_written(),
         &[
             domain("a.example", "aaaaaaaaaaaaaaaa", &"A".repeat(736), true),
             domain("b.example", "bbbbbbbbbbbbbbbb", "QUJD", false),

@@ -14,7 +14,7 @@ use crate::core::verify::chain::doubled_name;
 use crate::core::verify::dmarc::{self, Dmarc};
 use crate::core::verify::evidence::MAX_HOPS;
 use crate::core::verify::{
-    Answer, End, Evidence, Expected, Found, Outcome, QueryFailure, Walk, judge,
+    Answer, Control, End, Evidence, Expected, Found, Outcome, QueryFailure, Walk, control, judge,
 };
 use crate::core::zone::{RData, RecordType};
 use futures::future::{BoxFuture, join_all};
@@ -219,6 +219,15 @@ impl Verifier for ResolverVerifier {
                 // asks for a check; judge the records alone if it ever does.
                 Err(_) => Outcome::of(&req.records, vec![]),
             }
+        })
+    }
+
+    fn control(&self, record: DnsRecord) -> BoxFuture<'_, Control> {
+        Box::pin(async move {
+            let walk = walk(&self.resolver, &record.fqdn).await;
+            let c = control::judge(&record, &walk);
+            tracing::debug!(record = %record.fqdn, state = ?c.state, observed = %c.observed, "checked control");
+            c
         })
     }
 }

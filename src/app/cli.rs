@@ -57,6 +57,19 @@ pub enum ZoneBackend {
     Rfc2136,
 }
 
+/// What `run` runs in this process.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The controller and the DNS zone in one process (the demo, small installs).
+    All,
+    /// Reconcile SendingDomains: keys, Secrets, status, the leader Lease, the
+    /// RFC2136 sync. No DNS listener.
+    Controller,
+    /// Serve the zone only: reads SendingDomains and the identity Secret, writes
+    /// nothing. Needs --zone-backend embedded.
+    Dns,
+}
+
 /// Log output format.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -158,6 +171,19 @@ pub struct ZoneArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub zone: ZoneArgs,
+
+    /// What this process runs: all (the controller and the DNS zone), controller
+    /// (no DNS listener), or dns (serves the zone and writes nothing: no Secret
+    /// but the identity Secret is read, no status written). The chart runs one
+    /// Deployment of each of the last two.
+    #[arg(long, env = "ANYPOST_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+
+    /// A YAML file with the domain-claim policy: which namespaces may claim which
+    /// domain suffixes (see the README). Read again every 10 s. Default: every
+    /// claim is allowed.
+    #[arg(long, env = "ANYPOST_CLAIM_POLICY")]
+    pub claim_policy: Option<PathBuf>,
 
     /// Namespace holding the identity Secret and the leader Lease. Default: the pod's
     /// namespace, else anypost-system.

@@ -1,9 +1,8 @@
 //! `anypost-operator crd`: the CRD, generated from the API types.
 
-use crate::core::api::SendingDomain;
-use kube::CustomResourceExt;
+use crate::core::api;
 
 /// The CRD as YAML, exactly as checked in under `crds/`.
 pub fn yaml() -> String {
-    serde_yaml::to_string(&SendingDomain::crd()).expect("the CRD serialises")
+    serde_yaml::to_string(&api::crd()).expect("the CRD serialises")
 }

@@ -1,14 +1,18 @@
-//! `anypost-operator run`: connects to the API, loads the identity key, starts the
-//! shared SendingDomain cache, the zone backend (embedded server or RFC2136 sync),
-//! the HTTP endpoints, the leader election and the controller, and stops them all
-//! on SIGTERM, handing the Lease over.
+//! `anypost-operator run`: connects to the API, starts the shared SendingDomain
+//! cache, follows the identity key and the claim policy, starts the zone backend
+//! (embedded server or RFC2136 sync), the HTTP endpoints, and (unless the role is
+//! `dns`) the leader election and the controller; stops them all on SIGTERM,
+//! handing the Lease over.
 
-use super::cli::{LogFormat, RunArgs, ZoneBackend, flag_error};
-use crate::adapters::dns::embedded::{DnsServer, ServeOptions, ZoneHandle, keep_publishing};
+use super::cli::{LogFormat, Role, RunArgs, ZoneBackend, flag_error};
+use crate::adapters::dns::embedded::{
+    CookieSecrets, DnsServer, ServeOptions, ZoneHandle, keep_publishing,
+};
 use crate::adapters::dns::rfc2136::{
     self, Rfc2136Config, Rfc2136Publisher, Rfc2136Sync, SyncMetrics,
 };
 use crate::adapters::http::{self, Readiness};
+use crate::adapters::kube::identity::{Follower, PolicySource, TrustState};
 use crate::adapters::kube::leader::{Elector, LeaseTimings};
 use crate::adapters::kube::{Domains, LeaderGuard, client, identity, leader};
 use crate::adapters::resolver::{Resolver, ResolverVerifier};
@@ -22,6 +26,10 @@ use kube::Client;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use tokio::sync::watch;
+
+/// How long the DNS server waits for the identity key, for its cookie secret.
+const COOKIE_KEY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The task serving (or pushing) the zone; it ends only on failure.
 type ZoneTask = tokio::task::JoinHandle<anyhow::Result<()>>;
@@ -60,6 +68,11 @@ struct Plan {
 }
 
 fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
+    if args.role == Role::Dns && args.zone_backend != ZoneBackend::Embedded {
+        anyhow::bail!(
+            "--role dns serves the embedded zone: it needs --zone-backend embedded (with rfc2136 the controller pushes the zone)"
+        );
+    }
     let zone = ZoneConfig::new(&args.zone.settings()).map_err(flag_error)?;
     let dns = args.dns.options(&args.allow_axfr).map_err(flag_error)?;
     let rfc2136 = match args.zone_backend {
@@ -89,10 +102,28 @@ fn plan(args: &RunArgs) -> anyhow::Result<Plan> {
     })
 }
 
+/// What every role shares once connected.
+struct Shared {
+    /// The API client whose writes the leader's fence guards.
+    client: Client,
+    /// The unfenced client: the election itself, and the identity Secret.
+    plain: Client,
+    /// This replica's name in the Lease.
+    me: String,
+    guard: LeaderGuard,
+    namespace: String,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    domains: Arc<Domains>,
+    trust: watch::Receiver<TrustState>,
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let plan = plan(&args)?;
+    let policy = PolicySource::open(args.claim_policy.clone())?;
     let me = replica_identity();
-    let guard = match args.leader_election {
+    // The dns role writes nothing: its guard never opens.
+    let guard = match args.leader_election || args.role == Role::Dns {
         true => LeaderGuard::elected(),
         false => LeaderGuard::always(),
     };
@@ -104,67 +135,77 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     metrics.register(|r| guard.register(r));
     let readiness = Arc::new(Readiness::default());
-
-    let identity_key = identity::load_or_create(clients.plain.clone(), &namespace).await?;
-    readiness.identity.store(true, Ordering::Relaxed);
-    tracing::info!(%namespace, zone = %plan.zone.zone, "identity key loaded");
+    let (domains, watch_domains) = Domains::start(client.clone(), args.selector.as_deref());
+    let follower = Follower {
+        client: clients.plain.clone(),
+        namespace: namespace.clone(),
+        domains: domains.clone(),
+        may_create: args.role != Role::Dns,
+        policy,
+        metrics: metrics.clone(),
+    };
+    follower.check().await?;
+    let (trust_tx, trust) = watch::channel(TrustState::Starting);
+    let following = tokio::spawn(follower.run(trust_tx));
+    tokio::spawn(ready_when_trusted(trust.clone(), readiness.clone()));
+    tracing::info!(%namespace, zone = %plan.zone.zone, role = ?args.role, "following the identity Secret");
     let http = tokio::spawn(http::serve(
         args.http_listen,
         metrics.clone(),
         readiness.clone(),
     ));
-
-    let (domains, watch_domains) = Domains::start(client.clone(), args.selector.as_deref());
-    let watch_domains = tokio::spawn(watch_domains);
-    // One election for every writer: the controller and the RFC2136 sync.
-    let lease = leader::lease_name(args.shard.as_deref(), args.selector.as_deref());
-    let election = args.leader_election.then(|| {
-        let elector = Elector::new(clients.plain.clone(), &namespace, &lease, &me, plan.timings);
-        tracing::info!(%lease, %namespace, identity = %me, "electing a leader");
-        tokio::spawn(leader::run(elector, guard.clone()))
-    });
-    let leader_rx = guard.leading();
-    let mut dns = plan.dns;
-    dns.cookies = args.dns.cookie_secrets(&identity_key);
-    let (publisher, zone_task) = start_zone(
-        &args,
-        plan.zone,
-        dns,
-        plan.rfc2136,
-        domains.clone(),
-        &readiness,
-        &metrics,
-        guard.clone(),
-    )
-    .await?;
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        args.controller_config(),
-        identity_key,
-        publisher,
-        plan.verifier,
+    let shared = Shared {
+        client,
+        plain: clients.plain,
+        me,
+        guard,
+        namespace,
         metrics,
+        readiness,
         domains,
-    ));
-    let leading = leader_rx.clone();
+        trust,
+    };
+    let watch_domains = tokio::spawn(watch_domains);
+    let running = async {
+        match args.role {
+            Role::Dns => serve_dns(&args, plan, &shared).await,
+            Role::All | Role::Controller => control(&args, plan, &shared).await,
+        }
+    };
     tokio::select! {
-        () = controller::runner::run(ctx, leader_rx) => anyhow::bail!("the controller stopped"),
-        r = zone_task => r.context("the DNS zone task stopped")?.context("the DNS zone failed")?,
+        r = running => r,
+        r = following => { r.context("the identity follower stopped")??; anyhow::bail!("the identity follower ended") }
         r = watch_domains => { r.context("the SendingDomain watch stopped")?; anyhow::bail!("the SendingDomain watch ended") }
-        r = http => r.context("the HTTP server stopped")?.context("the HTTP server failed")?,
-        () = shutdown_signal() => tracing::info!("shutting down"),
+        r = http => r.context("the HTTP server stopped")?.context("the HTTP server failed"),
     }
-    // The controller has stopped (select dropped it): take no new traffic, hand
-    // the lease over now rather than let the next leader wait for it to run out,
-    // and keep answering DNS while load balancers drop this replica.
-    readiness.draining.store(true, Ordering::Relaxed);
-    if let Some(task) = election {
-        task.abort();
-        if *leading.borrow() {
-            guard.revoke();
-            release(clients.plain, &namespace, &lease, &me).await;
+}
+
+/// Marks the process ready for the identity key while a key is in use.
+async fn ready_when_trusted(mut trust: watch::Receiver<TrustState>, readiness: Arc<Readiness>) {
+    loop {
+        let trusted = matches!(*trust.borrow_and_update(), TrustState::Trusted(_));
+        readiness.identity.store(trusted, Ordering::Relaxed);
+        if trust.changed().await.is_err() {
+            return;
         }
     }
+}
+
+/// `--role dns`: serves the zone until SIGTERM; writes nothing.
+async fn serve_dns(args: &RunArgs, plan: Plan, s: &Shared) -> anyhow::Result<()> {
+    let (_, zone_task) = start_zone(args, plan.zone, plan.dns, None, s).await?;
+    tokio::select! {
+        r = zone_task => r.context("the DNS zone task stopped")?.context("the DNS zone failed")?,
+        () = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    s.readiness.draining.store(true, Ordering::Relaxed);
+    drain(args).await;
+    Ok(())
+}
+
+/// Keeps answering DNS for `--shutdown-drain` while load balancers drop this
+/// replica (it already fails /readyz).
+async fn drain(args: &RunArgs) {
     if !args.shutdown_drain.is_zero() {
         tracing::info!(
             drain = %crate::core::duration::format(args.shutdown_drain),
@@ -172,6 +213,48 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
         tokio::time::sleep(args.shutdown_drain).await;
     }
+}
+
+/// `--role controller` or `all`: the zone backend, the leader election and the
+/// controller, until SIGTERM; then the Lease is handed over.
+async fn control(args: &RunArgs, plan: Plan, s: &Shared) -> anyhow::Result<()> {
+    // One election for every writer: the controller and the RFC2136 sync.
+    let lease = leader::lease_name(args.shard.as_deref(), args.selector.as_deref());
+    let election = args.leader_election.then(|| {
+        let elector = Elector::new(s.plain.clone(), &s.namespace, &lease, &s.me, plan.timings);
+        tracing::info!(%lease, namespace = %s.namespace, identity = %s.me, "electing a leader");
+        tokio::spawn(leader::run(elector, s.guard.clone()))
+    });
+    let leader_rx = s.guard.leading();
+    let (publisher, zone_task) = start_zone(args, plan.zone, plan.dns, plan.rfc2136, s).await?;
+    let identity_secret = format!("{}/{}", s.namespace, identity::SECRET_NAME);
+    let ctx = Arc::new(Context::new(
+        s.client.clone(),
+        args.controller_config(),
+        (s.trust.clone(), identity_secret),
+        publisher,
+        plan.verifier,
+        s.metrics.clone(),
+        s.domains.clone(),
+    ));
+    let leading = leader_rx.clone();
+    tokio::select! {
+        () = controller::runner::run(ctx, leader_rx) => anyhow::bail!("the controller stopped"),
+        r = zone_task => r.context("the DNS zone task stopped")?.context("the DNS zone failed")?,
+        () = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    // The controller has stopped (select dropped it): take no new traffic, hand
+    // the lease over now rather than let the next leader wait for it to run out,
+    // and keep answering DNS while load balancers drop this replica.
+    s.readiness.draining.store(true, Ordering::Relaxed);
+    if let Some(task) = election {
+        task.abort();
+        if *leading.borrow() {
+            s.guard.revoke();
+            release(s.plain.clone(), &s.namespace, &lease, &s.me).await;
+        }
+    }
+    drain(args).await;
     Ok(())
 }
 
@@ -192,28 +275,45 @@ async fn release(client: Client, namespace: &str, lease: &str, identity: &str) {
 }
 
 /// Starts the zone backend: the embedded server (bound before anything else, so
-/// a taken port is a clear startup error) or the RFC2136 sync.
-#[allow(clippy::too_many_arguments)]
+/// a taken port is a clear startup error; the controller role builds the zone
+/// without serving it, to know what the DNS replicas serve) or the RFC2136 sync.
 async fn start_zone(
     args: &RunArgs,
     zone: ZoneConfig,
     dns: ServeOptions,
     rfc2136: Option<Rfc2136Config>,
-    domains: Arc<Domains>,
-    readiness: &Arc<Readiness>,
-    metrics: &Arc<Metrics>,
-    guard: LeaderGuard,
+    s: &Shared,
 ) -> anyhow::Result<(Arc<dyn Publisher>, ZoneTask)> {
     let ready = {
-        let readiness = readiness.clone();
+        let readiness = s.readiness.clone();
         move || readiness.zone.store(true, Ordering::Relaxed)
     };
     let Some(config) = rfc2136 else {
         let handle = ZoneHandle::new();
-        metrics.register(|r| handle.metrics().register(r));
-        let server = DnsServer::bind(args.dns_listen).await?;
+        let server = match args.role {
+            Role::Controller => None,
+            Role::All | Role::Dns => Some(DnsServer::bind(args.dns_listen).await?),
+        };
+        // The DNS server's metrics come from the replicas that serve.
+        if server.is_some() {
+            s.metrics.register(|r| handle.metrics().register(r));
+        }
+        tokio::spawn(keep_publishing(
+            s.domains.clone(),
+            zone.clone(),
+            s.trust.clone(),
+            handle.clone(),
+            s.metrics.clone(),
+            ready,
+        ));
+        let Some(server) = server else {
+            tracing::info!(zone = %zone.zone, "building the zone to follow what the DNS replicas serve (no DNS listener)");
+            let task = tokio::spawn(futures::future::pending());
+            return Ok((Arc::new(handle), task));
+        };
         tracing::info!(listen = %server.local_addr(), zone = %zone.zone, "serving the zone (UDP and TCP)");
-        tokio::spawn(keep_publishing(domains, zone, handle.clone(), ready));
+        let mut dns = dns;
+        dns.cookies = cookie_secrets(args, s.trust.clone()).await;
         let serving = handle.clone();
         let task = tokio::spawn(async move {
             server
@@ -223,6 +323,39 @@ async fn start_zone(
         });
         return Ok((Arc::new(handle), task));
     };
+    Ok(start_rfc2136(zone, config, s, ready).await)
+}
+
+/// The DNS server's cookie secret, derived from the identity key every replica
+/// shares: waits briefly for the key to be judged; without a key in use, cookies
+/// are off (answers stay correct, only rate limiting cannot exempt anyone).
+async fn cookie_secrets(
+    args: &RunArgs,
+    mut trust: watch::Receiver<TrustState>,
+) -> Option<CookieSecrets> {
+    if !args.dns.dns_cookies {
+        return None;
+    }
+    let judged = |t: &TrustState| !matches!(t, TrustState::Starting);
+    let _ = tokio::time::timeout(COOKIE_KEY_WAIT, trust.wait_for(judged)).await;
+    let state = trust.borrow().clone();
+    let secrets = match state {
+        TrustState::Trusted(t) => t.identity_key().and_then(|k| args.dns.cookie_secrets(k)),
+        _ => None,
+    };
+    if secrets.is_none() {
+        tracing::warn!("no identity key in use: the DNS server answers without cookies");
+    }
+    secrets
+}
+
+/// Starts the RFC2136 sync (the leader pushes, standbys read).
+async fn start_rfc2136(
+    zone: ZoneConfig,
+    config: Rfc2136Config,
+    s: &Shared,
+    ready: impl FnOnce() + Send + 'static,
+) -> (Arc<dyn Publisher>, ZoneTask) {
     let publisher = Rfc2136Publisher::new(&zone.zone, &config);
     rfc2136::prime(&publisher, &config, &zone.zone).await;
     tracing::info!(
@@ -233,21 +366,22 @@ async fn start_zone(
         "syncing the zone to the server with RFC2136 UPDATE"
     );
     let sync_metrics = Arc::new(SyncMetrics::default());
-    metrics.register(|r| sync_metrics.register(r));
+    s.metrics.register(|r| sync_metrics.register(r));
     let sync = Rfc2136Sync {
-        domains,
+        domains: s.domains.clone(),
         zone,
         config,
         publisher: publisher.clone(),
-        leader: guard.leading(),
-        guard,
+        leader: s.guard.leading(),
+        guard: s.guard.clone(),
         metrics: sync_metrics,
+        trust: s.trust.clone(),
     };
     let task = tokio::spawn(async move {
         rfc2136::run(sync, ready).await;
         anyhow::bail!("the rfc2136 sync stopped: the SendingDomain watch ended")
     });
-    Ok((Arc::new(publisher), task))
+    (Arc::new(publisher), task)
 }
 
 /// The namespace the operator lives in.

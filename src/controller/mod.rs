@@ -6,13 +6,15 @@ pub mod reconcile;
 pub mod runner;
 
 use crate::adapters::kube::Domains;
+use crate::adapters::kube::identity::TrustState;
 use crate::adapters::kube::writes::{Write, WriteError};
 use crate::core::api::{MANAGER, SendingDomain};
 use crate::core::dkim::{self, KeyMaterial};
 use crate::core::ports::{CheckRequest, Publisher, Verifier};
 use crate::core::status::events::Event as StatusEvent;
 use crate::core::status::schedule::Intervals;
-use crate::core::verify::Outcome;
+use crate::core::trust::Trust;
+use crate::core::verify::{Control, Outcome};
 use crate::telemetry::{Metrics, OutcomeLabels};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -21,6 +23,7 @@ use kube::{Client, Resource};
 use pools::{FairPool, Pace};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Settings reconcile depends on.
 #[derive(Debug, Clone)]
@@ -82,7 +85,10 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 pub struct Context {
     pub client: Client,
     pub config: Config,
-    pub identity_key: Vec<u8>,
+    /// What statuses may be believed for: the identity key, the claim policy.
+    pub trust: watch::Receiver<TrustState>,
+    /// The identity Secret (`namespace/name`), for messages.
+    pub identity_secret: String,
     pub publisher: Arc<dyn Publisher>,
     pub verifier: Arc<dyn Verifier>,
     pub metrics: Arc<Metrics>,
@@ -107,7 +113,7 @@ impl Context {
     pub fn new(
         client: Client,
         config: Config,
-        identity_key: Vec<u8>,
+        (trust, identity_secret): (watch::Receiver<TrustState>, String),
         publisher: Arc<dyn Publisher>,
         verifier: Arc<dyn Verifier>,
         metrics: Arc<Metrics>,
@@ -124,7 +130,8 @@ impl Context {
             checks: FairPool::new(config.verify_concurrency),
             check_pace: Pace::per_second(config.verify_qps),
             config,
-            identity_key,
+            trust,
+            identity_secret,
             publisher,
             verifier,
             metrics,
@@ -133,9 +140,22 @@ impl Context {
         }
     }
 
-    /// A DKIM Secret as the controller's watch last saw it, if it carries the
-    /// managed-by label (others are never watched). It may lag the API: reconcile
-    /// only trusts it when it agrees with status and asks for no write.
+    /// The trust to reconcile under, or why there is none: the identity key is
+    /// in doubt, and nothing may be re-targeted.
+    pub fn trust(&self) -> Result<Arc<Trust>, String> {
+        match &*self.trust.borrow() {
+            TrustState::Trusted(t) => Ok(t.clone()),
+            TrustState::Refused(problem) => Err(problem.message(&self.identity_secret)),
+            TrustState::Starting => Err(format!(
+                "the identity Secret {} has not been read yet",
+                self.identity_secret
+            )),
+        }
+    }
+
+    /// A DKIM Secret as the controller's watch last saw it, if the operator owns
+    /// it (nothing else is kept). It may lag the API: reconcile only trusts it
+    /// when it agrees with status and asks for no write.
     pub fn cached_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         read(&self.secrets)
             .as_ref()?
@@ -181,6 +201,13 @@ impl Context {
             .get_or_create(&OutcomeLabels { outcome: label })
             .inc();
         outcome
+    }
+
+    /// Checks control of a contested claim within the concurrency bound.
+    pub async fn control(&self, namespace: &str, record: crate::core::api::DnsRecord) -> Control {
+        let _slot = self.checks.acquire(namespace).await;
+        self.check_pace.wait().await;
+        self.verifier.control(record).await
     }
 
     /// Publishes an Event about `sd`; failures are logged, never fatal.

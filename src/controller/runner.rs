@@ -1,18 +1,26 @@
 //! Runs the controller while this replica leads: one kube-runtime controller per
 //! leadership term, fed by the shared SendingDomain cache and by a watch of the
 //! operator's own DKIM Secrets; and the count of SendingDomains by Ready.
+//!
+//! The Secret watch keeps only the Secrets the operator owns: labelled, named
+//! `<name>-dkim` and controlled by a SendingDomain this installation manages.
+//! Anyone can label a Secret; nothing else is ever held in memory (a Secret the
+//! operator may import is read live when its SendingDomain asks for it).
 
 use super::reconcile::reconcile;
 use super::{Context, Error};
+use crate::adapters::kube::Domains;
+use crate::adapters::kube::identity::TrustState;
 use crate::adapters::kube::writes::WriteError;
-use crate::core::api::{MANAGED_BY_LABEL, MANAGER, SendingDomain};
+use crate::core::api::{GROUP, MANAGED_BY_LABEL, MANAGER, SendingDomain};
+use crate::core::dkim;
 use crate::core::status::conditions;
 use crate::core::vocab::{ConditionStatus, ConditionType, Reason};
 use crate::telemetry::{ErrorLabels, Metrics, ReadyLabels};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use std::collections::HashMap;
@@ -53,34 +61,85 @@ pub async fn run(ctx: Arc<Context>, mut leader: watch::Receiver<bool>) {
 }
 
 /// One leadership term: a controller reconciling every SendingDomain once, then
-/// each one that changes (or whose Secret or rival claim changes).
+/// each one that changes (or whose Secret or rival claim changes), and all of
+/// them again whenever what may be believed changes (the identity key, the
+/// claim policy).
 async fn term(ctx: Arc<Context>) {
-    // Claims are judged against the cache: never before it holds a full list.
-    if !ctx.domains.ready().await {
+    // Claims are judged against the cache: never before it holds a full list;
+    // and nothing is judged before the identity Secret has been.
+    let mut trust = ctx.trust.clone();
+    let judged = trust
+        .wait_for(|t| !matches!(t, TrustState::Starting))
+        .await
+        .is_ok();
+    trust.mark_unchanged();
+    if !judged || !ctx.domains.ready().await {
         return;
     }
     // The operator's own Secrets, watched whole (not just metadata) so that a
     // reconcile in steady state reads its keys from memory instead of the API.
     let secrets: Api<Secret> = Api::all(ctx.client.clone());
     let (secret_store, secret_writer) = reflector::store();
+    let domains = ctx.domains.clone();
     let secret_events = watcher::watcher(
         secrets,
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
     )
     .default_backoff()
+    .map_ok(move |event| keep_owned(&domains, event))
     .modify(|s: &mut Secret| s.managed_fields_mut().clear())
     .reflect(secret_writer)
     .touched_objects();
-    ctx.use_secrets(secret_store);
+    ctx.use_secrets(secret_store.clone());
     let store = ctx.domains.store();
+    let everything_again =
+        futures::stream::once(std::future::ready(()))
+            .chain(futures::stream::unfold(trust, |mut t| async move {
+                t.changed().await.ok().map(|()| ((), t))
+            }));
     let controller = Controller::for_shared_stream(ctx.domains.subscribe(), store.clone())
         .owns_stream(secret_events)
-        .reconcile_all_on(futures::stream::once(std::future::ready(())))
+        .reconcile_all_on(everything_again)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
     tokio::select! {
         () = controller => {}
         () = count_domains(store, ctx.metrics.clone()) => {}
+        () = count_secrets(secret_store, ctx.metrics.clone()) => {}
+    }
+}
+
+/// The watch event with every Secret the operator does not own turned into its
+/// deletion: it never enters the cache, and one that stops being owned leaves it.
+fn keep_owned(domains: &Domains, event: watcher::Event<Secret>) -> watcher::Event<Secret> {
+    use watcher::Event::{Apply, Delete, InitApply};
+    match event {
+        Apply(s) | InitApply(s) if !owned_dkim_secret(domains, &s) => Delete(s),
+        other => other,
+    }
+}
+
+/// Whether `secret` is the DKIM Secret of a SendingDomain this installation
+/// manages: named after it, and controlled by it (the same uid).
+fn owned_dkim_secret(domains: &Domains, secret: &Secret) -> bool {
+    let ns = secret.namespace().unwrap_or_default();
+    secret.owner_references().iter().any(|o| {
+        o.controller == Some(true)
+            && o.kind == "SendingDomain"
+            && o.api_version.starts_with(&format!("{GROUP}/"))
+            && secret.name_any() == dkim::secret_name(&o.name)
+            && domains
+                .store()
+                .get(&ObjectRef::new(&o.name).within(&ns))
+                .is_some_and(|d| d.metadata.uid.as_deref() == Some(o.uid.as_str()))
+    })
+}
+
+/// Keeps `anypost_dkim_secrets_cached` up to date.
+async fn count_secrets(store: Store<Secret>, metrics: Arc<Metrics>) {
+    loop {
+        metrics.secrets_cached.set(store.len() as i64);
+        tokio::time::sleep(COUNT_INTERVAL).await;
     }
 }
 

@@ -1,13 +1,16 @@
 //! The `SendingDomain` API (`anypost.com/v1alpha1`).
 //!
 //! The Rust types are the source of the CRD: `anypost-operator crd` prints what
-//! `CustomResourceExt::crd()` builds from them, and `crds/` holds that output.
+//! [`crd`] builds from them, and `crds/` holds that output.
 //! Everything admission can check is expressed here as OpenAPI constraints or CEL
 //! rules, so a bad manifest is rejected by `kubectl apply` with a message naming the
 //! field, instead of surfacing later as a status condition.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, ValidationRule,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::CustomResource;
+use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +29,31 @@ pub const MANAGER: &str = "anypost-operator";
 pub const KEY_BITS: [u32; 4] = [1024, 2048, 3072, 4096];
 /// The key size used when `spec.dkim.keyBits` is absent.
 pub const DEFAULT_KEY_BITS: u32 = 2048;
+/// The longest `metadata.name`: the DKIM Secret is named `<name>-dkim`, and a
+/// Secret's name is at most 253 characters.
+pub const MAX_NAME_LEN: usize = 253 - "-dkim".len();
+
+/// The CRD: what the derive builds from the types, plus the rules on the object as
+/// a whole (the derive places rules on the spec and its fields only, where
+/// `metadata.name` cannot be seen).
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = SendingDomain::crd();
+    let root = crd
+        .spec
+        .versions
+        .iter_mut()
+        .filter_map(|v| v.schema.as_mut()?.open_api_v3_schema.as_mut());
+    for schema in root {
+        schema.x_kubernetes_validations = Some(vec![ValidationRule {
+            rule: format!("size(self.metadata.name) <= {MAX_NAME_LEN}"),
+            message: Some(format!(
+                "metadata.name must be at most {MAX_NAME_LEN} characters: the DKIM Secret is named <name>-dkim, and a Secret name is at most 253"
+            )),
+            ..Default::default()
+        }]);
+    }
+    crd
+}
 
 /// A domain the email service sends from.
 ///
@@ -136,6 +164,14 @@ pub struct SendingDomainStatus {
     /// the same id and the same CNAME targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+
+    /// The operator's seal on this status: an HMAC, under a key derived from its
+    /// identity key, over the namespace, the domain, `id`, whether the claim is
+    /// verified or has proved control of the domain, and the DKIM public keys. The
+    /// zone serves only what a valid seal covers, so a status written by anyone but
+    /// the operator is never served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
 
     /// `pending` until every required CNAME verifies, then `verified`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -402,11 +438,10 @@ impl SendingDomain {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::CustomResourceExt;
 
     #[test]
     fn crd_is_namespaced_with_status_and_columns() {
-        let crd = SendingDomain::crd();
+        let crd = crd();
         assert_eq!(crd.spec.scope, "Namespaced");
         assert_eq!(crd.spec.names.short_names, Some(vec!["sd".to_string()]));
         assert_eq!(crd.spec.names.categories, Some(vec!["anypost".to_string()]));
@@ -432,6 +467,19 @@ mod tests {
                 ("Last Checked", 1)
             ]
         );
+    }
+
+    #[test]
+    fn the_name_leaves_room_for_the_secret_name() {
+        assert_eq!(
+            crate::core::dkim::secret_name(&"a".repeat(MAX_NAME_LEN)).len(),
+            253
+        );
+        let crd = crd();
+        let root = crd.spec.versions[0].schema.as_ref().unwrap();
+        let rules = root.open_api_v3_schema.as_ref().unwrap();
+        let rule = &rules.x_kubernetes_validations.as_ref().unwrap()[0];
+        assert_eq!(rule.rule, "size(self.metadata.name) <= 248");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! server, or an RFC2136 server), a [`Verifier`] resolves a domain's CNAMEs.
 
 use crate::core::api::DnsRecord;
-use crate::core::verify::Outcome;
+use crate::core::verify::{Control, Outcome};
 use crate::core::vocab::{BySelector, Reason};
 use futures::future::BoxFuture;
 
@@ -49,4 +49,8 @@ pub struct CheckRequest {
 /// Resolves a domain's records.
 pub trait Verifier: Send + Sync {
     fn check(&self, req: CheckRequest) -> BoxFuture<'_, Outcome>;
+
+    /// Whether the claim's verification record resolves to its own target
+    /// (`record.value`): its proof of control while another claim holds the domain.
+    fn control(&self, record: DnsRecord) -> BoxFuture<'_, Control>;
 }

@@ -421,18 +421,25 @@ async fn the_older_claim_keeps_a_domain_and_the_younger_takes_over_after_it() {
     let _op = operator("conflict", &first.name, &run, &[]);
     let (domain, a, b, (status, _reason, message)) = claim_twice(&first, &second, &run).await;
     assert_eq!(status, "False");
+    let sd = b.get("shared").await.unwrap();
+    let st = sd.status.as_ref().unwrap();
+    let apex = &st.dns_records[0];
     assert_eq!(
         message,
         format!(
-            "{domain} is already claimed by another SendingDomain, created earlier; nothing is published for this one. It takes over automatically if the other claim is deleted."
+            "{domain} is claimed by another SendingDomain; nothing is published for this one. If the domain is yours, publish this claim's verification record ({} CNAME {}): once it resolves, this claim takes the domain over. It also takes over if the other claim is deleted.",
+            apex.fqdn, apex.value
         )
     );
     assert!(
         !message.contains(&first.name),
         "tenants must not learn of each other"
     );
-    let sd = b.get("shared").await.unwrap();
-    assert!(sd.status.as_ref().unwrap().id.is_none());
+    // Its own id and records are listed for its owner; no keys are made for it.
+    let token = naming::token_from_id(st.id.as_deref().unwrap()).unwrap();
+    assert!(apex.value.starts_with(token), "{apex:?}");
+    assert_eq!(st.dns_records.len(), 3);
+    assert!(st.dkim.is_none());
     let secrets: Api<Secret> = second.api();
     assert!(secrets.get_opt("shared-dkim").await.unwrap().is_none());
 
@@ -511,6 +518,13 @@ async fn delete_and_reapply_gives_the_same_targets() {
 
 #[tokio::test]
 async fn a_crash_between_storing_keys_and_writing_status_loses_nothing() {
+    // The binary under test is built with the same profile and features as this
+    // test: without the hook it could never crash, and the test would prove nothing.
+    if !cfg!(any(debug_assertions, feature = "crash-points")) {
+        panic!(
+            "the crash hook is compiled out of release builds: run this test in a debug build, or with --features crash-points"
+        );
+    }
     let ns = TestNs::new("crash").await;
     let run = ns.name.clone();
     let mut crashing = operator(

@@ -8,8 +8,8 @@ use anypost_operator::core::api::{
     DkimSpec, DomainState, SendingDomain, SendingDomainSpec, TrackingSpec,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Resource;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{CustomResourceExt, Resource};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
@@ -392,7 +392,7 @@ async fn kubectl_get_shows_the_printer_columns() {
 #[tokio::test]
 async fn kubectl_explain_shows_the_field_docs() {
     crate::support::cluster();
-    let crd = SendingDomain::crd();
+    let crd = anypost_operator::core::api::crd();
     let schema = crd.spec.versions[0]
         .schema
         .as_ref()
@@ -523,6 +523,29 @@ async fn well_formed_domains_are_accepted() {
     .map(|d| json!({ "domain": d }))
     .collect();
     assert_none("well-formed spec.domain", acceptances(&ns, "good", &specs));
+}
+
+/// Every name admitted leaves room for its DKIM Secret, `<name>-dkim`, which
+/// may be at most 253 characters long: a longer name would be accepted and then
+/// never get keys.
+#[tokio::test]
+async fn a_name_too_long_for_its_secret_is_rejected_at_admission() {
+    let ns = TestNs::new("crd-long-name").await;
+    // Names are DNS subdomains: labels of at most 63 characters.
+    let name =
+        |len: usize| -> String { format!("{}.", "a".repeat(62)).repeat(4)[..len].to_string() };
+    let (fits, too_long) = (name(248), name(249));
+    assert_eq!((fits.len(), too_long.len()), (248, 249));
+    let out = ns.apply(&manifest(&too_long, json!({ "domain": "long.example" })));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a 249-character name was admitted");
+    assert!(
+        stderr.contains(
+            "metadata.name must be at most 248 characters: the DKIM Secret is named <name>-dkim, and a Secret name is at most 253"
+        ),
+        "{stderr}"
+    );
+    ns.apply_ok(&manifest(&fits, json!({ "domain": "long.example" })));
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ use anypost_operator::core::api::{
     SendingDomainStatus, TrackingSpec,
 };
 use anypost_operator::core::naming::domain_id;
+use anypost_operator::core::trust::Trust;
 use anypost_operator::core::zone::{ZoneConfig, ZoneSettings, desired_zone};
 use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
@@ -136,7 +137,7 @@ impl Drop for Running {
 fn start(domains: &[SendingDomain], allow_axfr: &[&str]) -> Running {
     let handle = ZoneHandle::new();
     handle
-        .publish(desired_zone(&config(), domains))
+        .publish(desired_zone(&config(), &Trust::as_written(), domains))
         .expect("the first publish serves a zone");
     let allow: Vec<ipnet::IpNet> = allow_axfr.iter().map(|n| n.parse().unwrap()).collect();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -443,7 +444,7 @@ async fn a_change_is_served_within_a_second_and_removed_names_are_gone() {
 
     let published = Instant::now();
     s.handle
-        .publish(desired_zone(&config(), &domains()))
+        .publish(desired_zone(&config(), &Trust::as_written(), &domains()))
         .unwrap();
     let addr = s.addr;
     eventually(Duration::from_secs(1), || async move {
@@ -458,7 +459,11 @@ async fn a_change_is_served_within_a_second_and_removed_names_are_gone() {
 
     // The first domain is deleted: every one of its names goes.
     s.handle
-        .publish(desired_zone(&config(), &domains()[1..]))
+        .publish(desired_zone(
+            &config(),
+            &Trust::as_written(),
+            &domains()[1..],
+        ))
         .unwrap();
     eventually(Duration::from_secs(1), || async move {
         for rel in [
@@ -589,40 +594,48 @@ async fn malformed_packets_do_no_harm() {
     assert_eq!(ok.status, "NOERROR", "{}", ok.raw);
 }
 
-/// The token and public keys the SendingDomain's status holds now.
-async fn status_of(
-    api: &kube::Api<SendingDomain>,
-    name: &str,
-) -> anyhow::Result<(String, Vec<String>)> {
-    let sd = api.get(name).await?;
-    let status = sd.status.unwrap_or_default();
-    let id = status
-        .id
-        .ok_or_else(|| anyhow::anyhow!("no status.id yet"))?;
-    let token = anypost_operator::core::naming::token_from_id(&id)
-        .ok_or_else(|| anyhow::anyhow!("status.id {id} is not a domain id"))?
-        .to_string();
-    let keys = status
-        .dkim
-        .map(|d| d.selectors.into_iter().map(|s| s.public_key).collect())
-        .unwrap_or_default();
-    Ok((token, keys))
+/// The status a test writes by hand, with `id` and the keys of [`KEY_4096`] and
+/// [`SMALL_KEY`], and `seal` if given.
+fn hand_written(id: &str, seal: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "seal": seal,
+        "dkim": {
+            "secretName": "watched-dkim",
+            "activeSelector": "anypost1",
+            "selectors": [
+                {"name": "anypost1", "state": "active", "publicKey": KEY_4096},
+                {"name": "anypost2", "state": "standby", "publicKey": SMALL_KEY}
+            ]
+        }
+    })
 }
 
-/// watch_domains against the real apiserver: a status write is served within a
-/// second, and a deleted SendingDomain's names disappear.
+/// keep_publishing against the real apiserver: a status written by hand is not
+/// served (another domain's id, or its own id without the operator's seal), one
+/// the operator's seal covers is served within a second of the write, and a
+/// deleted SendingDomain's names disappear.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_watch_serves_status_writes_and_forgets_deleted_domains() {
+async fn the_watch_serves_only_sealed_status_writes_and_forgets_deleted_domains() {
+    use anypost_operator::adapters::kube::identity::TrustState;
+    use anypost_operator::core::naming::token;
+    use anypost_operator::core::policy::Policy;
     use kube::api::{DeleteParams, Patch, PatchParams};
     let ns = crate::support::TestNs::new("dns-watch").await;
     let s = start(&[], &[]);
     let selector = format!("anypost.com/e2e-run={}", ns.name);
     let (domains, drive) =
         anypost_operator::adapters::kube::Domains::start(ns.client.clone(), Some(&selector));
+    let key = [42u8; 32];
+    let trust = Trust::new(&key, false, Policy::default());
+    let (_tx, trust_rx) = tokio::sync::watch::channel(TrustState::Trusted(trust.clone().into()));
+    let metrics = std::sync::Arc::new(anypost_operator::telemetry::Metrics::default());
     let publishing = anypost_operator::adapters::dns::embedded::keep_publishing(
         domains,
         config(),
+        trust_rx,
         s.handle.clone(),
+        metrics.clone(),
         || {},
     );
     let watch = tokio::spawn(async move {
@@ -634,56 +647,77 @@ async fn the_watch_serves_status_writes_and_forgets_deleted_domains() {
         ns.name
     ));
     let api = ns.api::<SendingDomain>();
-    let status = serde_json::json!({
-        "status": {
-            "id": domain_id(T2),
-            "dkim": {
-                "secretName": "watched-dkim",
-                "activeSelector": "anypost1",
-                "selectors": [
-                    {"name": "anypost1", "state": "active", "publicKey": KEY_4096},
-                    {"name": "anypost2", "state": "standby", "publicKey": SMALL_KEY}
-                ]
-            }
-        }
-    });
-    let written = Instant::now();
-    api.patch_status("watched", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .expect("writing the status");
-    // Whoever wrote the status last (this test, or an operator another test runs
-    // against the same cluster), the zone must serve what it says.
-    let handle = s.handle.clone();
-    let token = eventually(Duration::from_secs(2), || {
+    let own = token(&key, &ns.name, &domain);
+    let write = |status: serde_json::Value| {
         let api = api.clone();
-        let handle = handle.clone();
         async move {
-            let (token, keys) = status_of(&api, "watched").await?;
-            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            anyhow::ensure!(
-                handle.holds(&token, &keys),
-                "the zone does not hold {token} yet"
-            );
-            Ok(token)
+            let patch = serde_json::json!({ "status": status });
+            api.patch_status("watched", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("writing the status");
         }
-    })
-    .await;
+    };
+    // Waits until the zone serves `own` (or not), and counts `untrusted` statuses.
+    let serves = |served: bool, untrusted: i64| {
+        let (metrics, handle, own) = (metrics.clone(), s.handle.clone(), own.clone());
+        async move {
+            eventually(Duration::from_secs(5), || async {
+                let held = handle.holds(&own, &[KEY_4096, SMALL_KEY]);
+                let seen = metrics.untrusted_statuses.get();
+                anyhow::ensure!(
+                    held == served && seen == untrusted,
+                    "serves {own}: {held}, untrusted statuses: {seen}"
+                );
+                Ok(())
+            })
+            .await
+        }
+    };
+    // Another domain's token, with keys of the writer's choosing: not served.
+    write(hand_written(&domain_id(T2), None)).await;
+    serves(false, 1).await;
+    assert!(!s.handle.holds(T2, &[]));
+
+    // Its own id, sealed by the operator (here: the test, with the key): served
+    // within a second of the write.
+    write(hand_written(&domain_id(&own), None)).await;
+    let unsealed = api.get("watched").await.unwrap();
+    let seal = trust.seal(&unsealed, unsealed.status.as_ref().unwrap());
+    let written = Instant::now();
+    write(hand_written(&domain_id(&own), seal.as_deref())).await;
+    serves(true, 0).await;
     assert!(
         written.elapsed() < Duration::from_secs(1),
         "served after {:?}",
         written.elapsed()
     );
-    let d = dig(s.addr, &["+tcp", &name("track", &token), "CNAME"]);
+    let d = dig(s.addr, &["+tcp", &name("track", &own), "CNAME"]);
     assert_eq!(d.data("CNAME"), vec!["t.anypost.example."], "{}", d.raw);
+
+    // The same seal over another key: the domain is no longer served at all.
+    let mut swapped = hand_written(&domain_id(&own), seal.as_deref());
+    swapped["dkim"]["selectors"][1]["publicKey"] = KEY_4096.into();
+    write(swapped).await;
+    serves(false, 1).await;
+    write(hand_written(&domain_id(&own), seal.as_deref())).await;
+    serves(true, 0).await;
+    // The seal removed: not served either.
+    let patch = serde_json::json!({ "status": { "seal": null } });
+    api.patch_status("watched", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("removing the seal");
+    serves(false, 1).await;
+    write(hand_written(&domain_id(&own), seal.as_deref())).await;
+    serves(true, 0).await;
 
     api.delete("watched", &DeleteParams::default())
         .await
         .expect("deleting the SendingDomain");
     let addr = s.addr;
     eventually(Duration::from_secs(5), || {
-        let token = token.clone();
+        let own = own.clone();
         async move {
-            let d = dig(addr, &[&name("", &token), "MX"]);
+            let d = dig(addr, &[&name("", &own), "MX"]);
             (d.status == "NXDOMAIN").then_some(()).ok_or(d.raw)
         }
     })

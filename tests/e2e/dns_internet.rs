@@ -11,6 +11,7 @@ use anypost_operator::adapters::dns::embedded::{
     ZoneHandle,
 };
 use anypost_operator::core::api::SendingDomain;
+use anypost_operator::core::trust::Trust;
 use anypost_operator::core::zone::desired_zone;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -36,7 +37,7 @@ impl Drop for Running {
 fn start(domains: &[SendingDomain], options: ServeOptions) -> Running {
     let handle = ZoneHandle::new();
     handle
-        .publish(desired_zone(&config(), domains))
+        .publish(desired_zone(&config(), &Trust::as_written(), domains))
         .expect("the first publish serves a zone");
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -122,7 +123,7 @@ async fn a_bind_secondary_follows_through_notify_and_ixfr_and_wrong_keys_are_ref
     // A new SendingDomain: NOTIFY, then IXFR, within 2 s.
     let published = Instant::now();
     s.handle
-        .publish(desired_zone(&config(), &domains()))
+        .publish(desired_zone(&config(), &Trust::as_written(), &domains()))
         .unwrap();
     let b = &bind;
     eventually(Duration::from_secs(2), || async move {
@@ -140,7 +141,11 @@ async fn a_bind_secondary_follows_through_notify_and_ixfr_and_wrong_keys_are_ref
     // A deleted one disappears from the secondary too.
     let deleted = Instant::now();
     s.handle
-        .publish(desired_zone(&config(), &domains()[1..]))
+        .publish(desired_zone(
+            &config(),
+            &Trust::as_written(),
+            &domains()[1..],
+        ))
         .unwrap();
     eventually(Duration::from_secs(2), || async move {
         let mx = b.dig(&[&name("", T1), "MX"]);

@@ -752,7 +752,11 @@ mod embedded {
         })
         .expect("a valid zone configuration");
         let handle = ZoneHandle::new();
-        handle.publish(desired_zone(&cfg, domains));
+        handle.publish(desired_zone(
+            &cfg,
+            &anypost_operator::core::trust::Trust::as_written(),
+            domains,
+        ));
         let server = DnsServer::bind("127.0.0.1:0".parse().unwrap())
             .await
             .expect("binding the embedded DNS server");

@@ -205,10 +205,16 @@ impl Keys {
 }
 
 /// Fault injection for crash-safety tests: with `ANYPOST_CRASH_AFTER=<point>` the
-/// process dies right after that write, as if the node had failed there.
+/// process dies right after that write, as if the node had failed there. Compiled
+/// only into test builds (debug builds, or the `crash-points` feature): a release
+/// binary has no way to be told to exit.
+#[cfg(any(debug_assertions, feature = "crash-points"))]
 fn crash_point(point: &str) {
     if std::env::var("ANYPOST_CRASH_AFTER").is_ok_and(|p| p == point) {
         tracing::error!(point, "ANYPOST_CRASH_AFTER: exiting on purpose");
         std::process::exit(86);
     }
 }
+
+#[cfg(not(any(debug_assertions, feature = "crash-points")))]
+fn crash_point(_point: &str) {}

@@ -16,6 +16,7 @@ use crate::core::api::{SendingDomain, SendingDomainStatus};
 use crate::core::naming::{self, SendingName};
 use crate::core::status::schedule::{self, until};
 use crate::core::status::{self as core_status, Inputs};
+use crate::core::trust::Trust;
 use crate::core::vocab::Block;
 use jiff::Timestamp;
 use kube::ResourceExt;
@@ -41,55 +42,68 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     if sd.metadata.deletion_timestamp.is_some() {
         return deletion::finish(&sd, &ctx).await;
     }
-    // The domain name: syntax is admission's job; the public suffix list is ours.
-    let parsed = match SendingName::parse(&sd.spec.domain) {
-        Ok(p) => p,
-        Err(e) => return status::block(&sd, &ctx, written, now, e.block(), &e.to_string()).await,
+    let Admitted {
+        trust,
+        token,
+        parsed,
+    } = match admit(&sd, &ctx, written, now).await? {
+        Ok(admitted) => admitted,
+        Err(blocked) => return Ok(blocked),
     };
-    if let Some(message) = claim::lost(&sd, &ctx) {
-        return status::block(&sd, &ctx, written, now, Block::DomainConflict, &message).await;
-    }
-    let token = naming::token(
-        &ctx.identity_key,
-        &sd.namespace().unwrap_or_default(),
-        &parsed.domain,
-    );
     let id = naming::domain_id(&token);
     // What the object carries, and what of it this reconcile may build on: only a
-    // status computed for this very namespace, domain and identity key (its id).
-    // Every status write is fenced to the object's uid, so a trusted status was
-    // also computed for this object; anything else (a status copied by hand,
-    // restored onto another object, or written unfenced by an older version) is
-    // ignored, and the domain is keyed, published and checked as if new.
-    let previous = core_status::trusted(written, &id);
+    // status computed for this very namespace, domain and identity key (its id),
+    // under the operator's seal. Every status write is fenced to the object's uid,
+    // so a trusted status was also computed for this object; anything else (a
+    // status copied by hand, restored onto another object, or written by someone
+    // else) is ignored, and the domain is keyed, published and checked as if new.
+    let previous = match trust.vouched(&sd) {
+        Some(_) => core_status::trusted(written, &id),
+        None => &NO_STATUS,
+    };
+    let records =
+        naming::customer_records(&parsed, &token, &ctx.config.zone, sd.tracking_subdomain());
+    if let Some(message) = claim::lost(&sd, &ctx, &trust, &records) {
+        let contest = claim::Contest {
+            written,
+            previous,
+            now,
+            id,
+            records,
+            message,
+        };
+        return claim::contest(&sd, &ctx, &trust, contest).await;
+    }
     if ctx.publisher.external() && !writes::has_finalizer(&sd) {
         writes::finalizer(&ctx.client, &sd, true).await?;
     }
     let keys = match keys::store(&sd, &ctx, previous, now).await? {
         keys::Stored::Keys(k) => *k,
         keys::Stored::Conflict(message) => {
-            return status::block(&sd, &ctx, written, now, Block::SecretConflict, &message).await;
+            return status::secret_conflict(&sd, &ctx, (written, previous), now, &message).await;
         }
     };
-    let records =
-        naming::customer_records(&parsed, &token, &ctx.config.zone, sd.tracking_subdomain());
     let publication = publish::observe(&ctx, &token, &keys, previous);
     let check =
         publish::check_if_due(&sd, &ctx, previous, now, &records, &keys, &publication).await;
     let checked = check.outcome.is_some();
-    let new_status = core_status::compute(Inputs {
-        now,
-        generation: sd.metadata.generation,
-        previous,
-        id,
-        records,
-        dkim: keys.status.clone(),
-        published: publication.shown.clone(),
-        verify_request: check.answered_request.clone(),
-        check: check.outcome,
-        verified_grace: ctx.config.verified_grace,
-        tracking_enabled: sd.spec.tracking.is_some(),
-    });
+    let new_status = status::sealed(
+        &trust,
+        &sd,
+        core_status::compute(Inputs {
+            now,
+            generation: sd.metadata.generation,
+            previous,
+            id,
+            records,
+            dkim: keys.status.clone(),
+            published: publication.shown.clone(),
+            verify_request: check.answered_request.clone(),
+            check: check.outcome,
+            verified_grace: ctx.config.verified_grace,
+            tracking_enabled: sd.spec.tracking.is_some(),
+        }),
+    );
     status::write(&sd, &ctx, written, previous, &new_status).await?;
     keys.tell(&sd, &ctx).await;
     Ok(Action::requeue(next_wake(
@@ -101,6 +115,57 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         &keys,
         now,
     )))
+}
+
+/// A domain reconcile may act on: its name parsed, the identity key not in
+/// doubt, and the claim allowed by the policy.
+struct Admitted {
+    trust: Arc<Trust>,
+    token: String,
+    parsed: SendingName,
+}
+
+/// Whether reconcile may act on the domain; if not, the status saying why is
+/// written and the wait until the next look returned.
+async fn admit(
+    sd: &SendingDomain,
+    ctx: &Context,
+    written: &SendingDomainStatus,
+    now: Timestamp,
+) -> Result<Result<Admitted, Action>, Error> {
+    // The domain name: syntax is admission's job; the public suffix list is ours.
+    let parsed = match SendingName::parse(&sd.spec.domain) {
+        Ok(p) => p,
+        Err(e) => {
+            return status::block(sd, ctx, written, now, e.block(), &e.to_string())
+                .await
+                .map(Err);
+        }
+    };
+    // While the identity key is in doubt nothing is changed: every id stays.
+    let trust = ctx.trust();
+    let token = trust.as_ref().ok().and_then(|t| t.token(sd));
+    let (Ok(trust), Some(token)) = (trust, token) else {
+        let message = ctx
+            .trust()
+            .err()
+            .unwrap_or_else(|| "no identity key is loaded".into());
+        return status::hold(sd, ctx, written, now, Block::IdentityMismatch, &message)
+            .await
+            .map(Err);
+    };
+    if !trust.allows(sd) {
+        let ns = sd.namespace().unwrap_or_default();
+        let message = trust.policy().refusal(&ns, &parsed.domain);
+        return status::block(sd, ctx, written, now, Block::NotAllowed, &message)
+            .await
+            .map(Err);
+    }
+    Ok(Ok(Admitted {
+        trust,
+        token,
+        parsed,
+    }))
 }
 
 /// When to look again: at once after a first publication written without its

@@ -9,7 +9,7 @@ use crate::core::api::{
 };
 use crate::core::ports::Published;
 use crate::core::verify::dmarc::{self, Dmarc};
-use crate::core::verify::{Finding, Outcome, Verdict};
+use crate::core::verify::{Control, Finding, Outcome, Verdict};
 use crate::core::vocab::{
     Block, BySelector, ConditionStatus as S, ConditionType as T, Reason, Selector,
 };
@@ -412,6 +412,7 @@ pub fn compute(i: Inputs<'_>) -> SendingDomainStatus {
     let now = Time(i.now);
     SendingDomainStatus {
         id: Some(i.id),
+        seal: None,
         state: Some(v.state),
         verification_failure: v.failure,
         dns_records: v.records,
@@ -455,6 +456,113 @@ pub fn blocked(
         observed_generation: generation,
         observed_verify_request: previous.observed_verify_request.clone(),
         conditions: cond::merge(&previous.conditions, &desired, generation, &Time(now)),
+        ..Default::default()
+    }
+}
+
+/// The status of a domain the operator refuses to act on for now, kept as it is
+/// so that nothing published is withdrawn: only `Ready=False` (and `Stalled`)
+/// with the block's reason, and for a Secret in the way `KeysReady=False` too.
+/// Used while the identity key is in doubt (nothing may be re-targeted) and for a
+/// verified domain whose Secret is in the way (its keys stay served for the grace
+/// period).
+pub fn held(
+    previous: &SendingDomainStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+    block: Block,
+    message: &str,
+) -> SendingDomainStatus {
+    let set = |type_| Desired::new(type_, S::False, block.reason(), message);
+    let mut desired = vec![
+        set(T::Ready),
+        set(T::Reconciling),
+        Desired::new(T::Stalled, S::True, block.reason(), message),
+    ];
+    if block == Block::SecretConflict {
+        desired.push(set(T::KeysReady));
+    }
+    let carried = T::ALL
+        .iter()
+        .filter(|t| desired.iter().all(|d| d.type_ != **t))
+        .filter_map(|t| Desired::carried(&previous.conditions, *t));
+    desired.extend(carried.collect::<Vec<_>>());
+    SendingDomainStatus {
+        observed_generation: generation,
+        conditions: cond::merge(&previous.conditions, &desired, generation, &Time(now)),
+        ..previous.clone()
+    }
+}
+
+/// When a verified domain's Secret conflict began (when `KeysReady` turned False
+/// for it), or `now` if it begins now.
+pub fn secret_conflict_since(previous: &SendingDomainStatus, now: Timestamp) -> Timestamp {
+    cond::find(&previous.conditions, T::KeysReady)
+        .filter(|c| c.status == S::False.as_str() && c.reason == Reason::SecretConflict.as_str())
+        .map_or(now, |c| c.last_transition_time.0)
+}
+
+/// What a claim that does not hold its domain is computed from.
+pub struct Contest<'a> {
+    pub now: Timestamp,
+    pub generation: Option<i64>,
+    /// The claim's own (trusted) status.
+    pub previous: &'a SendingDomainStatus,
+    pub id: String,
+    /// Its records, to list for its owner (from the spec, without results).
+    pub records: Vec<DnsRecord>,
+    /// The check of its verification record, if one ran.
+    pub control: Option<Control>,
+    pub verify_request: Option<String>,
+    /// Why it does not hold the domain and how it can.
+    pub message: String,
+}
+
+/// The status of a claim another claim holds the domain against: its id and the
+/// records its owner would publish are listed, so that the owner can prove
+/// control (see `core::claims`); nothing is published for it, and no keys are
+/// made until it holds the domain.
+pub fn contested(c: Contest<'_>) -> SendingDomainStatus {
+    let mut records = carry_results(&c.records, &c.previous.dns_records);
+    if let Some(control) = &c.control {
+        for r in records
+            .iter_mut()
+            .filter(|r| r.purpose == Purpose::Verification)
+        {
+            r.state = Some(control.state);
+            r.observed = Some(control.observed.clone());
+        }
+    }
+    let conflict = |type_, status| Desired::new(type_, status, Reason::DomainConflict, &c.message);
+    let desired = [
+        Desired::new(
+            T::KeysReady,
+            S::False,
+            Reason::DomainConflict,
+            "no DKIM keys are made while another claim holds the domain",
+        ),
+        conflict(T::RecordsPublished, S::False),
+        Desired::new(
+            T::Verified,
+            S::Unknown,
+            Reason::NotChecked,
+            "only the verification CNAME is checked while another claim holds the domain",
+        ),
+        conflict(T::Ready, S::False),
+        conflict(T::Reconciling, S::False),
+        conflict(T::Stalled, S::True),
+    ];
+    let checked = c.control.is_some().then_some(Time(c.now));
+    SendingDomainStatus {
+        id: Some(c.id),
+        state: Some(DomainState::Pending),
+        dns_records: records,
+        last_checked_time: checked.or_else(|| c.previous.last_checked_time.clone()),
+        observed_verify_request: c
+            .verify_request
+            .or_else(|| c.previous.observed_verify_request.clone()),
+        observed_generation: c.generation,
+        conditions: cond::merge(&c.previous.conditions, &desired, c.generation, &Time(c.now)),
         ..Default::default()
     }
 }
@@ -865,5 +973,87 @@ mod tests {
         assert_eq!(condition(&s4, T::DmarcPublished), ("True", "DmarcFound"));
         let d = s4.dmarc.unwrap();
         assert_eq!((d.policy.as_deref(), d.suggested), (Some("reject"), None));
+    }
+
+    #[test]
+    fn a_held_status_keeps_everything_but_says_why() {
+        let verified = compute(inputs(&Default::default(), 10, Some(ok_check())));
+        let mut sealed = verified.clone();
+        sealed.seal = Some("seal".into());
+        let h = held(
+            &sealed,
+            Some(2),
+            ts(20),
+            Block::IdentityMismatch,
+            "key in doubt",
+        );
+        assert_eq!(condition(&h, T::Ready), ("False", "IdentityMismatch"));
+        assert_eq!(condition(&h, T::Stalled), ("True", "IdentityMismatch"));
+        assert_eq!(condition(&h, T::KeysReady), ("True", "KeysStored"));
+        assert_eq!(condition(&h, T::Verified), ("True", "Verified"));
+        assert_eq!(
+            (&h.id, &h.seal, &h.dkim, &h.dns_records, h.state),
+            (
+                &sealed.id,
+                &sealed.seal,
+                &sealed.dkim,
+                &sealed.dns_records,
+                sealed.state
+            )
+        );
+        let h = held(
+            &sealed,
+            Some(2),
+            ts(20),
+            Block::SecretConflict,
+            "in the way",
+        );
+        assert_eq!(condition(&h, T::KeysReady), ("False", "SecretConflict"));
+        // The conflict's start is when KeysReady turned False, kept while it lasts.
+        assert_eq!(secret_conflict_since(&sealed, ts(20)), ts(20));
+        assert_eq!(secret_conflict_since(&h, ts(30)), ts(20));
+        let again = held(&h, Some(2), ts(30), Block::SecretConflict, "in the way");
+        assert_eq!(secret_conflict_since(&again, ts(40)), ts(20));
+    }
+
+    #[test]
+    fn a_contested_claim_lists_its_records_and_its_proof() {
+        let contest = |previous, control| Contest {
+            now: ts(10),
+            generation: Some(1),
+            previous,
+            id: "domain_abcdefghijklmnop".into(),
+            records: records(),
+            control,
+            verify_request: None,
+            message: "held by another".into(),
+        };
+        let none = SendingDomainStatus::default();
+        let s = contested(contest(&none, None));
+        assert_eq!(s.id.as_deref(), Some("domain_abcdefghijklmnop"));
+        assert_eq!(s.dns_records.len(), 3);
+        assert!(s.dkim.is_none() && s.last_checked_time.is_none());
+        assert_eq!(condition(&s, T::Ready), ("False", "DomainConflict"));
+        assert_eq!(condition(&s, T::Stalled), ("True", "DomainConflict"));
+        assert_eq!(condition(&s, T::KeysReady), ("False", "DomainConflict"));
+        assert_eq!(
+            crate::core::trust::Strength::of(&s),
+            crate::core::trust::Strength::Unproven
+        );
+        let proof = Control {
+            state: RecordState::Ok,
+            observed: "CNAME → abcdefghijklmnop.z.example".into(),
+        };
+        let p = contested(contest(&s, Some(proof)));
+        assert_eq!(p.dns_records[0].state, Some(RecordState::Ok));
+        assert_eq!(p.dns_records[1].state, Some(RecordState::Unchecked));
+        assert_eq!(p.last_checked_time, Some(Time(ts(10))));
+        assert_eq!(
+            crate::core::trust::Strength::of(&p),
+            crate::core::trust::Strength::Proven
+        );
+        // The result is carried until the next check.
+        let later = contested(contest(&p, None));
+        assert_eq!(later.dns_records[0].state, Some(RecordState::Ok));
     }
 }

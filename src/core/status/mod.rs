@@ -9,5 +9,6 @@ pub mod events;
 pub mod schedule;
 
 pub use compute::{
-    Inputs, answered_verify_request, blocked, compute, selectors_verified, shown_published, trusted,
+    Contest, Inputs, answered_verify_request, blocked, compute, contested, held,
+    secret_conflict_since, selectors_verified, shown_published, trusted,
 };

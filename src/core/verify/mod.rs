@@ -18,12 +18,14 @@
 //!   (`tracking_cname_missing`, `tracking_cname_mismatch`, or `chain_broken`).
 
 pub mod chain;
+pub mod control;
 pub mod dmarc;
 pub mod evidence;
 pub mod messages;
 pub mod verdict;
 
 pub use chain::{Judgement, judge};
+pub use control::Control;
 pub use dmarc::Dmarc;
 pub use evidence::{Answer, End, Evidence, Found, QueryFailure, Walk};
 pub use verdict::{Expected, Finding, Outcome, Verdict};

@@ -1,12 +1,15 @@
 //! The zone the SendingDomains ask for, computed from their spec and status alone
 //! (the public keys are in status), so every replica derives the same zone from
-//! its own cache, and no DNS code ever reads a Secret.
+//! its own cache, and no DNS code ever reads a DKIM Secret. Status is believed
+//! only as far as the [`Trust`] vouches for it: a domain is served under its own
+//! id only, with the keys the operator sealed.
 
 use super::config::ZoneConfig;
 use super::model::{RData, RecordType, RrSet, Zone};
 use crate::core::api::SendingDomain;
 use crate::core::claims;
-use crate::core::naming::{self, ZoneNames};
+use crate::core::naming::ZoneNames;
+use crate::core::trust::Trust;
 use crate::core::vocab::Selector;
 use std::collections::BTreeSet;
 
@@ -26,36 +29,33 @@ fn is_base64(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
 }
 
-/// The token a SendingDomain publishes under, if its `status.id` is valid.
-pub fn domain_token(d: &SendingDomain) -> Option<&str> {
-    let id = d.status.as_ref()?.id.as_deref()?;
-    naming::token_from_id(id)
-}
-
 /// The zone the SendingDomains ask for: the apex records, then for every domain
-/// that wins its claim and has a valid `status.id`, its MX and SPF, one DKIM TXT per
-/// selector with a public key in status, and the tracking CNAME when
-/// `spec.tracking` is set. The SOA serial is 0; whoever serves the zone assigns
-/// the real one.
+/// whose claim holds (see [`claims`]) and whose status `trust` vouches for (its
+/// own id, its seal), its MX and SPF, one DKIM TXT per selector with a public key
+/// in status, and the tracking CNAME when `spec.tracking` is set. The SOA serial
+/// is 0; whoever serves the zone assigns the real one.
 pub fn desired_zone<D: std::borrow::Borrow<SendingDomain>>(
     cfg: &ZoneConfig,
+    trust: &Trust,
     domains: &[D],
 ) -> Zone {
     let mut zone = cfg.apex_zone();
-    let mut winners: Vec<&SendingDomain> = claims::winning_claims(domains).into_values().collect();
-    // Two winners with one token cannot happen unless a status was copied by hand;
-    // the stronger claim keeps the names.
-    winners.sort_by(|a, b| claims::claim_order(a, b));
+    let mut winners: Vec<&SendingDomain> = claims::winning_claims(domains, trust)
+        .into_values()
+        .collect();
+    // Two winners with one token cannot happen under an identity key; believing
+    // statuses as written, the stronger claim keeps the names.
+    winners.sort_by(|a, b| claims::claim_order(a, b, trust));
     let mut tokens = BTreeSet::new();
     let ttl = cfg.record_ttl;
     for d in winners {
-        let Some(token) = domain_token(d) else {
+        let Some(token) = trust.vouched(d) else {
             continue;
         };
-        if !tokens.insert(token) {
+        if !tokens.insert(token.clone()) {
             continue;
         }
-        let names = cfg.names(token);
+        let names = cfg.names(&token);
         zone.insert(
             &names.verification,
             RrSet::one(
@@ -128,7 +128,7 @@ mod tests {
             true,
             1,
         );
-        let z = desired_zone(&cfg(), &[d]);
+        let z = desired_zone(&cfg(), &Trust::as_written(), &[d]);
         let base = format!("{T1}.dns.anypost.example");
         assert_eq!(
             z.get(&base, RecordType::Mx).unwrap().rdata(),
@@ -178,7 +178,7 @@ mod tests {
         bad_id.status.as_mut().unwrap().id = Some("domain_SHORT".into());
         let mut no_status = domain("a", "three.com", T1, &[], false, 1);
         no_status.status = None;
-        let z = desired_zone(&c, &[no_id, bad_id, no_status]);
+        let z = desired_zone(&c, &Trust::as_written(), &[no_id, bad_id, no_status]);
         assert_eq!(z, c.apex_zone());
     }
 
@@ -186,10 +186,10 @@ mod tests {
     fn only_the_winning_claim_is_published() {
         let old = domain("a", "example.com", T1, &[], false, 1);
         let young = domain("b", "example.com", T2, &[], false, 2);
-        let z = desired_zone(&cfg(), &[young.clone(), old]);
+        let z = desired_zone(&cfg(), &Trust::as_written(), &[young.clone(), old]);
         assert!(z.name_exists(&format!("{T1}.dns.anypost.example")));
         assert!(!z.name_exists(&format!("{T2}.dns.anypost.example")));
-        let z = desired_zone(&cfg(), &[young]);
+        let z = desired_zone(&cfg(), &Trust::as_written(), &[young]);
         assert!(z.name_exists(&format!("{T2}.dns.anypost.example")));
     }
 
@@ -207,7 +207,7 @@ mod tests {
             false,
             1,
         );
-        let z = desired_zone(&cfg(), &[d]);
+        let z = desired_zone(&cfg(), &Trust::as_written(), &[d]);
         assert_eq!(z.len(), 4 + 2);
     }
 
@@ -221,10 +221,61 @@ mod tests {
             false,
             1,
         );
-        let z = desired_zone(&cfg(), &[d]);
+        let z = desired_zone(&cfg(), &Trust::as_written(), &[d]);
         assert!(serves(&z, T1, &[]));
         assert!(serves(&z, T1, &["QUJD", "REVG"]));
         assert!(!serves(&z, T1, &["R0hJ"]));
         assert!(!serves(&z, T2, &[]));
+    }
+
+    #[test]
+    fn only_what_the_operator_sealed_is_served() {
+        use crate::core::naming::{domain_id, token};
+        use crate::core::policy::Policy;
+        use crate::core::zone::fixtures::sealed;
+        let key = [9u8; 32];
+        let trust = Trust::new(&key, false, Policy::default());
+        let own = token(&key, "a", "example.com");
+        let d = sealed(
+            &trust,
+            domain("a", "example.com", T1, &[("anypost1", "QUJD")], false, 1),
+        );
+        let z = desired_zone(&cfg(), &trust, std::slice::from_ref(&d));
+        assert!(serves(&z, &own, &["QUJD"]));
+        // Another key in place of the sealed one: the domain is not served at all.
+        let mut swapped = d.clone();
+        swapped
+            .status
+            .as_mut()
+            .unwrap()
+            .dkim
+            .as_mut()
+            .unwrap()
+            .selectors[0]
+            .public_key = "R0hJ".into();
+        assert_eq!(desired_zone(&cfg(), &trust, &[swapped]), cfg().apex_zone());
+        // Another namespace's token written by hand: refused.
+        let mut foreign = domain("b", "other.com", &own, &[("anypost1", "QUJD")], false, 1);
+        foreign.status.as_mut().unwrap().seal = d.status.as_ref().unwrap().seal.clone();
+        assert_eq!(desired_zone(&cfg(), &trust, &[foreign]), cfg().apex_zone());
+        // A hand-written status of its own id, unsealed.
+        let unsealed = domain("a", "example.com", &own, &[("anypost1", "QUJD")], false, 1);
+        assert_eq!(unsealed.status.as_ref().unwrap().id, Some(domain_id(&own)));
+        assert_eq!(
+            desired_zone(&cfg(), &trust, std::slice::from_ref(&unsealed)),
+            cfg().apex_zone()
+        );
+        // ... which the transition from unsealed statuses still serves.
+        let transition = Trust::new(&key, true, Policy::default());
+        assert!(serves(
+            &desired_zone(&cfg(), &transition, &[unsealed]),
+            &own,
+            &["QUJD"]
+        ));
+        // A claim the policy refuses is not served, sealed or not.
+        let policy =
+            Policy::parse("rules:\n  - suffix: example.com\n    namespaces: [z]\n").unwrap();
+        let strict = Trust::new(&key, false, policy);
+        assert_eq!(desired_zone(&cfg(), &strict, &[d]), cfg().apex_zone());
     }
 }

@@ -9,7 +9,7 @@ pub mod diff;
 pub mod model;
 
 pub use config::{ZoneConfig, ZoneSettings};
-pub use desired::{desired_zone, dkim_text, domain_token, serves};
+pub use desired::{desired_zone, dkim_text, serves};
 pub use diff::{Change, Plan, plan};
 pub use model::{RData, RecordType, RrKey, RrSet, Soa, TXT_STRING_MAX, Zone, next_serial};
 
@@ -82,6 +82,16 @@ pub(crate) mod fixtures {
             }),
             ..Default::default()
         });
+        d
+    }
+
+    /// `d` as the controller writes it under `trust`: its own id, sealed.
+    pub(crate) fn sealed(trust: &crate::core::trust::Trust, mut d: SendingDomain) -> SendingDomain {
+        let token = trust.token(&d).unwrap();
+        let mut status = d.status.take().unwrap_or_default();
+        status.id = Some(naming::domain_id(&token));
+        status.seal = trust.seal(&d, &status);
+        d.status = Some(status);
         d
     }
 }

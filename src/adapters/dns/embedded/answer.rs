@@ -661,6 +661,7 @@ mod tests {
         let key = "K".repeat(700);
         h.publish(desired_zone(
             &cfg(),
+            &crate::core::trust::Trust::as_written(),
             &[domain(
                 "acme",
                 "example.com",
@@ -950,7 +951,11 @@ mod tests {
             1,
         );
         assert_eq!(
-            h.publish(desired_zone(&cfg(), std::slice::from_ref(&d))),
+            h.publish(desired_zone(
+                &cfg(),
+                &crate::core::trust::Trust::as_written(),
+                std::slice::from_ref(&d)
+            )),
             None
         );
         assert!(h.holds(TOKEN, &[&key, "QUJD"]));
@@ -978,6 +983,7 @@ mod tests {
         }
         let next = h.publish(desired_zone(
             &cfg(),
+            &crate::core::trust::Trust::as_written(),
             &[] as &[crate::core::api::SendingDomain],
         ));
         assert!(next.unwrap() > serial);

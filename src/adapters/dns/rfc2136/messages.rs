@@ -393,7 +393,7 @@ mod tests {
             true,
             1,
         );
-        let zone = desired_zone(&c, &[d]);
+        let zone = desired_zone(&c, &crate::core::trust::Trust::as_written(), &[d]);
         let records: Vec<Record> = zone
             .iter()
             .flat_map(|(name, _, set)| {

@@ -167,7 +167,11 @@ mod tests {
             false,
             1,
         );
-        p.succeeded(desired_zone(&c, &[d]));
+        p.succeeded(desired_zone(
+            &c,
+            &crate::core::trust::Trust::as_written(),
+            &[d],
+        ));
         assert_eq!(p.published(T1, &keys), Published::Yes);
         assert!(!p.absent(T1));
         assert!(p.absent("qrstuvwxyz234567"));
@@ -188,7 +192,11 @@ mod tests {
             message.contains("127.0.0.1:5300") && message.contains("TSIG key anypost-key"),
             "{message}"
         );
-        p.succeeded(desired_zone(&c, &[] as &[crate::core::api::SendingDomain]));
+        p.succeeded(desired_zone(
+            &c,
+            &crate::core::trust::Trust::as_written(),
+            &[] as &[crate::core::api::SendingDomain],
+        ));
         assert!(p.last_error().is_none());
         assert!(p.absent(T1));
     }

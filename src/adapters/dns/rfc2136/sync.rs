@@ -7,6 +7,7 @@ use super::connection::Server;
 use super::metrics::SyncMetrics;
 use super::publisher::Rfc2136Publisher;
 use super::{BACKOFF_CAP, BACKOFF_START, COALESCE, Error, Rfc2136Config};
+use crate::adapters::kube::identity::TrustState;
 use crate::adapters::kube::{Domains, LeaderGuard};
 use crate::core::api::SendingDomain;
 use crate::core::zone::{Zone, ZoneConfig, desired_zone, plan};
@@ -111,6 +112,8 @@ pub struct Rfc2136Sync {
     /// Checked before every UPDATE: nothing is sent past the renew deadline.
     pub guard: LeaderGuard,
     pub metrics: Arc<SyncMetrics>,
+    /// What statuses may be believed for; nothing is synced before it is known.
+    pub trust: watch::Receiver<TrustState>,
 }
 
 /// Where the loop stands between two rounds.
@@ -163,6 +166,7 @@ pub async fn run(mut sync: Rfc2136Sync, on_loaded: impl FnOnce() + Send) {
             },
             None => tokio::select! {
                 Ok(()) = changes.changed() => tokio::time::sleep(COALESCE).await,
+                Ok(()) = sync.trust.changed() => tokio::time::sleep(COALESCE).await,
                 () = tokio::time::sleep_until(progress.next_resync) => debug!("periodic resync"),
                 () = leadership_changes(leader) => progress.must_sync = true,
             },
@@ -192,8 +196,12 @@ async fn read_as_standby(sync: &Rfc2136Sync, server: &Server) {
 /// Syncs when something asks for it: a start, a failure to retry, the periodic
 /// resync, or a change of the zone the SendingDomains ask for.
 async fn sync_if_due(sync: &Rfc2136Sync, server: &Server, p: &mut Progress) {
+    let TrustState::Trusted(trust) = sync.trust.borrow().clone() else {
+        debug!("not syncing: the identity key is not known");
+        return;
+    };
     let domains = sync.domains.all();
-    let desired = desired_zone(&sync.zone, &live_domains(&domains));
+    let desired = desired_zone(&sync.zone, &trust, &live_domains(&domains));
     let due = p.must_sync
         || p.backoff.is_some()
         || Instant::now() >= p.next_resync
@@ -266,7 +274,8 @@ mod tests {
         d.metadata.deletion_timestamp = d.metadata.creation_timestamp.clone();
         let live = live_domains(&[keep, Arc::new(d)]);
         assert_eq!(live.len(), 1);
-        assert!(desired_zone(&c, &live).name_exists(&format!("{T1}.{}", c.zone)));
+        let trust = crate::core::trust::Trust::as_written();
+        assert!(desired_zone(&c, &trust, &live).name_exists(&format!("{T1}.{}", c.zone)));
         assert!(live_domains(&[Arc::new(domain("a", "x.com", T1, &[], false, 1))]).len() == 1);
     }
 
