@@ -1,14 +1,21 @@
 //! The Helm chart: it lints, refuses to render without the required values,
 //! renders objects the real apiserver accepts, passes only flags the binary
-//! knows, and its RBAC is enough for the operator to do its whole job.
+//! knows, splits the controller from the DNS replicas, and its RBAC is enough
+//! for each to do its whole job (and, in `security`, no more).
 
-use crate::controller::{manifest, operator, wait_published};
-use crate::support::{TestNs, cluster, kubectl, kubectl_ok, kubectl_stdin, repo_root};
+use crate::controller::{ZONE, manifest, operator_args_with, operator_with, wait_published};
+use crate::support::dns_topology::free_port;
+use crate::support::{
+    Operator, TestNs, cluster, eventually, http_get, kubectl, kubectl_ok, kubectl_stdin, repo_root,
+    service_account_kubeconfig,
+};
 use anypost_operator::core::api::SendingDomain;
 use clap::Parser;
 use kube::Api;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 pub const REQUIRED: &str = "zone.name=dns.anypost.example,zone.mxHost=mx.anypost.example,zone.spfInclude=spf.anypost.example,zone.trackingHost=t.anypost.example";
 
@@ -85,9 +92,9 @@ fn the_chart_lints_and_requires_the_zone() {
         "--set",
         REQUIRED,
         "--set",
-        "replicaCount=0",
+        "dns.replicaCount=0",
     ]);
-    assert!(!ok, "values.schema.json rejects replicaCount=0");
+    assert!(!ok, "values.schema.json rejects dns.replicaCount=0");
     assert!(err.contains("replicaCount"), "{err}");
 }
 
@@ -121,55 +128,90 @@ fn the_rendered_chart_is_accepted_and_its_flags_parse() {
     let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
-    let deploy = docs
-        .iter()
-        .find(|d| d["kind"] == "Deployment")
-        .expect("a Deployment");
-    let pod = &deploy["spec"]["template"]["spec"];
-    let c = &pod["containers"][0];
-    let args: Vec<String> = c["args"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
-    let argv = std::iter::once("anypost-operator".to_string()).chain(args.clone());
-    if let Err(e) = anypost_operator::app::cli::Cli::try_parse_from(argv) {
-        panic!("the chart passes flags the binary refuses: {e}\nargs: {args:?}");
+    let deployments: Vec<_> = docs.iter().filter(|d| d["kind"] == "Deployment").collect();
+    let component = |d: &serde_yaml::Value| {
+        d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let components: Vec<String> = deployments.iter().map(|d| component(d)).collect();
+    assert_eq!(components, ["controller", "dns"]);
+    for deploy in &deployments {
+        let pod = &deploy["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let args: Vec<String> = c["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            args.contains(&format!("--role={}", component(deploy))),
+            "{args:?}"
+        );
+        let argv = std::iter::once("anypost-operator".to_string()).chain(args.clone());
+        if let Err(e) = anypost_operator::app::cli::Cli::try_parse_from(argv) {
+            panic!("the chart passes flags the binary refuses: {e}\nargs: {args:?}");
+        }
+        // Each component runs as its own ServiceAccount.
+        assert_eq!(
+            pod["serviceAccountName"].as_str().unwrap(),
+            format!("anypost-anypost-operator-{}", component(deploy))
+        );
+        // Secure defaults.
+        assert_eq!(
+            pod["securityContext"]["runAsNonRoot"],
+            serde_yaml::Value::Bool(true)
+        );
+        assert_eq!(
+            c["securityContext"]["readOnlyRootFilesystem"],
+            serde_yaml::Value::Bool(true)
+        );
+        assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     }
-    // Secure defaults.
+    // Only the DNS replicas listen for DNS, and only they are behind its Service.
+    let ports = |d: &serde_yaml::Value| {
+        d["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ports(deployments[0]), ["http"]);
+    assert_eq!(ports(deployments[1]), ["dns-udp", "dns-tcp", "http"]);
+    let dns_service = docs
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "anypost-anypost-operator-dns")
+        .expect("the DNS Service");
     assert_eq!(
-        pod["securityContext"]["runAsNonRoot"],
-        serde_yaml::Value::Bool(true)
+        dns_service["spec"]["selector"]["app.kubernetes.io/component"],
+        "dns"
     );
-    assert_eq!(
-        c["securityContext"]["readOnlyRootFilesystem"],
-        serde_yaml::Value::Bool(true)
-    );
-    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
-    assert_eq!(
-        pod["securityContext"]["seccompProfile"]["type"],
-        "RuntimeDefault"
-    );
-    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert!(docs.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+    let pdbs = docs
+        .iter()
+        .filter(|d| d["kind"] == "PodDisruptionBudget")
+        .count();
+    assert_eq!(pdbs, 2, "one PodDisruptionBudget per component");
     assert!(
         !docs.iter().any(|d| d["kind"] == "ServiceMonitor"),
         "off by default"
     );
 }
 
-/// Installs the chart's ServiceAccount and RBAC for real and runs the operator
-/// with that identity's token: whatever the operator needs and RBAC lacks fails.
-#[tokio::test]
-async fn the_chart_rbac_is_enough_to_run_the_operator() {
-    let home = TestNs::new("rbac-home").await;
-    let tenant = TestNs::new("rbac-tenant").await;
-    let release = format!("r{}", &home.name[home.name.len() - 8..]);
-    let (ok, rendered, err) = helm_run(&[
+/// Renders the chart's ServiceAccounts and RBAC for `release` in `home` and
+/// applies them; returns the controller's and the DNS replicas' ServiceAccounts.
+pub fn install_rbac(home: &TestNs, release: &str, sets: &[&str]) -> (String, String) {
+    let mut args = vec![
         "template",
-        &release,
+        release,
         &chart(),
         "-n",
         &home.name,
@@ -179,7 +221,15 @@ async fn the_chart_rbac_is_enough_to_run_the_operator() {
         "templates/serviceaccount.yaml",
         "--show-only",
         "templates/rbac.yaml",
-    ]);
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect::<Vec<_>>();
+    for set in sets {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, rendered, err) = helm_run(&args);
     assert!(ok, "{err}");
     let out = kubectl_stdin(&["apply", "-n", &home.name, "-f", "-"], &rendered);
     assert!(
@@ -187,29 +237,58 @@ async fn the_chart_rbac_is_enough_to_run_the_operator() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let sa = format!("{release}-anypost-operator");
-    let token = kubectl_ok(&["create", "token", &sa, "-n", &home.name, "--duration", "1h"]);
-    let server = kubectl_ok(&[
-        "config",
-        "view",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ]);
-    let kubeconfig = repo_root().join(format!("target/e2e-logs/kubeconfig-{sa}"));
-    std::fs::create_dir_all(kubeconfig.parent().unwrap()).unwrap();
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: sa\n  user:\n    token: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sa}}\ncurrent-context: c\n",
-            token.trim()
-        ),
-    )
-    .unwrap();
+    let sa = |c: &str| format!("{release}-anypost-operator-{c}");
+    (sa("controller"), sa("dns"))
+}
+
+/// Deletes what [`install_rbac`] made outside the namespace.
+pub fn remove_cluster_rbac(release: &str) {
+    for c in ["controller", "dns"] {
+        kubectl(&[
+            "delete",
+            "clusterrole,clusterrolebinding",
+            &format!("{release}-anypost-operator-{c}"),
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// Installs the chart's ServiceAccounts and RBAC for real and runs each
+/// component with its own identity's token, as the chart does: the controller
+/// (no DNS listener) and a DNS replica. Whatever either needs and RBAC lacks
+/// fails.
+#[tokio::test]
+async fn the_chart_rbac_is_enough_to_run_both_components() {
+    let home = TestNs::new("rbac-home").await;
+    let tenant = TestNs::new("rbac-tenant").await;
+    let release = format!("r{}", &home.name[home.name.len() - 8..]);
+    let (controller_sa, dns_sa) = install_rbac(&home, &release, &[]);
+    let controller_kc = service_account_kubeconfig(&home.name, &controller_sa);
+    let dns_kc = service_account_kubeconfig(&home.name, &dns_sa);
 
     let run = tenant.name.clone();
-    let kc = kubeconfig.display().to_string();
-    let _op = operator("rbac", &home.name, &run, &[("KUBECONFIG", kc.as_str())]);
+    let kc = controller_kc.display().to_string();
+    let _controller = operator_with(
+        "rbac-controller",
+        &home.name,
+        &run,
+        &["--role", "controller"],
+        &[("KUBECONFIG", kc.as_str())],
+    );
+    let dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let args = operator_args_with(
+        &home.name,
+        &run,
+        &[
+            ("--dns-listen", &dns.to_string()),
+            ("--http-listen", &http.to_string()),
+            ("--role", "dns"),
+        ],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let kc = dns_kc.display().to_string();
+    let _dns = Operator::start_with_env("rbac-dns", &args, &[("KUBECONFIG", kc.as_str())]);
     tenant.apply_ok(&manifest(
         "rbac",
         &run,
@@ -217,8 +296,24 @@ async fn the_chart_rbac_is_enough_to_run_the_operator() {
     ));
     let api: Api<SendingDomain> = tenant.api();
     let sd = wait_published(&api, "rbac").await;
-    assert!(sd.status.unwrap().id.is_some());
-    // The operator could write its Lease, its identity Secret and an Event.
+    let id = sd.status.unwrap().id.unwrap();
+    // The DNS replica serves what the controller published, and is ready.
+    let token = id.strip_prefix("domain_").unwrap().to_string();
+    eventually(Duration::from_secs(30), || async {
+        let out = Command::new("dig")
+            .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
+            .args(["+short", "+time=1", "+tries=1"])
+            .arg(format!("{token}.{ZONE}."))
+            .arg("MX")
+            .output()?;
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        anyhow::ensure!(said == "10 mx.anypost.test.", "MX: {said:?}");
+        let ready = http_get(http, "/readyz").map(|(c, _)| c);
+        anyhow::ensure!(ready == Some(200), "/readyz: {ready:?}");
+        Ok(())
+    })
+    .await;
+    // The controller could write its Lease, its identity Secret and an Event.
     kubectl_ok(&["get", "lease", "anypost-operator-leader", "-n", &home.name]);
     kubectl_ok(&[
         "get",
@@ -231,13 +326,10 @@ async fn the_chart_rbac_is_enough_to_run_the_operator() {
         String::from_utf8(kubectl(&["get", "events", "-n", &tenant.name, "-o", "name"]).stdout)
             .unwrap();
     assert!(!events.trim().is_empty(), "no events were written");
-    let _ = std::fs::remove_file(kubeconfig);
-    kubectl(&[
-        "delete",
-        "clusterrole,clusterrolebinding",
-        &sa,
-        "--ignore-not-found",
-    ]);
+    for kc in [controller_kc, dns_kc] {
+        let _ = std::fs::remove_file(kc);
+    }
+    remove_cluster_rbac(&release);
 }
 
 /// Every metric name the operator can export, as Prometheus sees it (counters
@@ -340,7 +432,11 @@ fn the_alert_rules_use_metrics_the_operator_exports() {
         [
             "AnypostOperatorNoLeader",
             "AnypostOperatorReconcileErrors",
-            "AnypostDomainsInGracePeriod"
+            "AnypostDomainsInGracePeriod",
+            "AnypostIdentityMismatch",
+            "AnypostZoneUntrustedStatuses",
+            "AnypostClaimPolicyInvalid",
+            "AnypostZoneNotServed",
         ]
     );
     assert_eq!(
@@ -350,7 +446,7 @@ fn the_alert_rules_use_metrics_the_operator_exports() {
 
     let exported = exported_metric_names();
     assert!(exported.contains("anypost_leader"), "{exported:?}");
-    for (alert, expr) in &rfc2136 {
+    for (alert, expr) in rfc2136.iter().chain(&embedded) {
         assert!(expr.contains(r#"namespace="mail""#), "{alert}: {expr}");
         let used: Vec<&str> = expr
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

@@ -112,7 +112,7 @@ fn run_the_demo(mode: &str) {
 
     if mode == "pods" {
         assert!(
-            out.contains("both pods Ready"),
+            out.contains("all pods Ready (2 controller, 2 DNS)"),
             "the demo ran without the chart's pods:\n{out}"
         );
     }

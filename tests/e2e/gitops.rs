@@ -210,6 +210,8 @@ pub struct Verifying {
     pub dns: DnsTopology,
     pub op: Operator,
     pub run: String,
+    /// Where the operator serves its zone.
+    pub zone_addr: SocketAddr,
     verify_requests: u32,
 }
 
@@ -241,6 +243,7 @@ impl Verifying {
             dns,
             op,
             run,
+            zone_addr: op_dns,
             verify_requests: 0,
         }
     }

@@ -17,5 +17,6 @@ mod pods;
 mod replicas;
 mod rfc2136;
 mod rotation;
+mod security;
 mod shards;
 mod verify;

@@ -906,14 +906,18 @@ fn the_alerts_fire_on_the_series_that_should_fire_them_and_only_then() {
         files.push(test_file);
     }
     // Every alert has a test in which it fires: the alerts both backends render
-    // (identically) in the embedded file, the rfc2136 ones in the rfc2136 file.
+    // (identically) and the embedded zone's own in the embedded file, the
+    // rfc2136 ones in the rfc2136 file.
     let (embedded, rfc2136) = (&rules["embedded"], &rules["rfc2136"]);
+    let embedded_only = ["AnypostZoneNotServed"];
     for (alert, rule) in embedded {
-        assert_eq!(
-            Some(rule),
-            rfc2136.get(alert),
-            "{alert} differs between the backends"
-        );
+        if !embedded_only.contains(&alert.as_str()) {
+            assert_eq!(
+                Some(rule),
+                rfc2136.get(alert),
+                "{alert} differs between the backends"
+            );
+        }
     }
     let must_fire = |file: &str, alerts: BTreeSet<&String>| {
         let fired = alerts_fired_in(&tests.join(file));

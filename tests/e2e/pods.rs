@@ -1,14 +1,14 @@
 //! The chart as real pods on the local node (`scripts/dev-cluster up --node`),
 //! with the image built here (`make image`): what a platform team meets first.
 //!
-//! One release goes through its life: `helm install` with two replicas, both pods
-//! Ready through the real readiness probe and running with the securityContext the
-//! kubelet applied; SendingDomains published and answered through the DNS
-//! Service's ClusterIP on port 53 over UDP and TCP; the leader's pod deleted while
-//! a query loop runs through the Service; a `helm upgrade` rolling the pods within
-//! the PodDisruptionBudget under the same loop; the ServiceAccount's RBAC against
-//! what the README documents; and `helm uninstall` leaving only what the README
-//! says stays.
+//! One release goes through its life: `helm install` with two controller and two
+//! DNS replicas, every pod Ready through the real readiness probe and running with
+//! the securityContext the kubelet applied; SendingDomains published and answered
+//! through the DNS Service's ClusterIP on port 53 over UDP and TCP; the leader's
+//! pod deleted while a query loop runs through the Service; a `helm upgrade`
+//! rolling every pod within the PodDisruptionBudgets under the same loop; each
+//! component's ServiceAccount against what the README documents for it; and
+//! `helm uninstall` leaving only what the README says stays.
 //!
 //! Pods and Services are found by the release's label, never by a Deployment's
 //! name, so a chart that runs the controller and the DNS zone as two Deployments
@@ -37,7 +37,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const ZONE: &str = "dns.anypost.example";
-const LEASE: &str = "anypost-operator-leader";
 /// The operator's process name as the kernel keeps it (15 characters).
 const COMM: &str = "anypost-operato";
 /// The answer rate the issue demands of the DNS Service while pods come and go.
@@ -48,6 +47,8 @@ const POD_WAIT: Duration = Duration::from_secs(180);
 /// fails before it does so itself.
 struct Release {
     name: String,
+    /// The leader Lease of the release's shard (it runs with a selector).
+    lease: String,
     ns: TestNs,
     values: std::path::PathBuf,
     installed: bool,
@@ -56,6 +57,14 @@ struct Release {
 impl Release {
     fn selector(&self) -> String {
         format!("app.kubernetes.io/instance={}", self.name)
+    }
+
+    /// The pods of one component: `controller` or `dns`.
+    fn component(&self, component: &str) -> String {
+        format!(
+            "{},app.kubernetes.io/component={component}",
+            self.selector()
+        )
     }
 
     fn pods(&self) -> Api<Pod> {
@@ -107,19 +116,19 @@ fn name_of(pod: &Pod) -> String {
     pod.metadata.name.clone().unwrap_or_default()
 }
 
-/// Waits until exactly `n` of the release's pods exist, all Ready, and none of them
-/// is in `gone`.
-async fn wait_ready(r: &Release, n: usize, gone: &BTreeSet<String>) -> Vec<Pod> {
+/// Waits until exactly `n` of the component's pods exist, all Ready, and none of
+/// them is in `gone`.
+async fn wait_ready(r: &Release, component: &str, n: usize, gone: &BTreeSet<String>) -> Vec<Pod> {
     eventually(POD_WAIT, || async {
         let all = r
             .pods()
-            .list(&ListParams::default().labels(&r.selector()))
+            .list(&ListParams::default().labels(&r.component(component)))
             .await?;
         let names: Vec<String> = all.items.iter().map(name_of).collect();
         let ready: Vec<Pod> = all.items.into_iter().filter(is_ready).collect();
         ensure!(
             ready.len() == n && names.len() == n && !names.iter().any(|p| gone.contains(p)),
-            "{} of {n} pods Ready; pods now: {names:?}",
+            "{} of {n} {component} pods Ready; pods now: {names:?}",
             ready.len()
         );
         Ok::<_, anyhow::Error>(ready)
@@ -129,7 +138,7 @@ async fn wait_ready(r: &Release, n: usize, gone: &BTreeSet<String>) -> Vec<Pod> 
 
 async fn lease_holder(r: &Release) -> anyhow::Result<String> {
     let lease = Api::<Lease>::namespaced(r.ns.client.clone(), &r.ns.name)
-        .get(LEASE)
+        .get(&r.lease)
         .await?;
     lease
         .spec
@@ -452,14 +461,14 @@ fn granted(sa: &str, home: &str, ns: &str) -> BTreeMap<String, BTreeSet<String>>
         .collect()
 }
 
-/// The README's table of what the chart's ServiceAccount may do, as `kubectl auth
-/// can-i --list` names it: (in the release's namespace only?, resource, verbs).
-fn documented_rbac() -> Vec<(bool, String, BTreeSet<String>)> {
+/// The README's table of what a component's ServiceAccount may do, as `kubectl
+/// auth can-i --list` names it: (in the release's namespace only?, resource, verbs).
+fn documented_rbac(component: &str) -> Vec<(bool, String, BTreeSet<String>)> {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let table = readme
-        .split("<!-- rbac-table -->")
-        .nth(1)
-        .expect("README.md has the chart's RBAC table between <!-- rbac-table --> markers");
+    let marker = format!("<!-- rbac-table {component} -->");
+    let table = readme.split(&marker).nth(1).unwrap_or_else(|| {
+        panic!("README.md has the {component} RBAC table between {marker} markers")
+    });
     let mut rows = Vec::new();
     for line in table.lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
@@ -481,9 +490,9 @@ fn documented_rbac() -> Vec<(bool, String, BTreeSet<String>)> {
     rows
 }
 
-fn expected_rbac(in_release_ns: bool) -> BTreeMap<String, BTreeSet<String>> {
+fn expected_rbac(component: &str, in_release_ns: bool) -> BTreeMap<String, BTreeSet<String>> {
     let mut want: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (release_only, name, verbs) in documented_rbac() {
+    for (release_only, name, verbs) in documented_rbac(component) {
         if in_release_ns || !release_only {
             want.entry(name).or_default().extend(verbs);
         }
@@ -516,8 +525,10 @@ async fn the_chart_runs_as_pods_on_a_real_node() {
     let tenant = TestNs::new("pods-tenant").await;
     let values = repo_root().join(format!("target/e2e-logs/pods-values-{run}.yaml"));
     std::fs::create_dir_all(values.parent().unwrap()).unwrap();
+    let selector = format!("anypost.com/e2e-run={run}");
     let release = Release {
         name: format!("ap{run}"),
+        lease: anypost_operator::adapters::kube::leader::lease_name(None, Some(&selector)),
         ns,
         values,
         installed: false,
@@ -529,8 +540,9 @@ async fn the_chart_runs_as_pods_on_a_real_node() {
         format!(
             "zone: {{name: {ZONE}, mxHost: mx.anypost.example, spfInclude: spf.anypost.example, trackingHost: t.anypost.example}}\n\
              image: {{repository: {}, tag: \"{}\", pullPolicy: IfNotPresent}}\n\
-             replicaCount: 2\n\
-             selector: anypost.com/e2e-run={run}\n\
+             controller: {{replicaCount: 2}}\n\
+             dns: {{replicaCount: 2}}\n\
+             selector: {selector}\n\
              verification: {{resolvers: [\"127.0.0.1:53\"], resolverTimeout: 1s}}\n",
             node.image_repository, node.image_tag
         ),
@@ -539,19 +551,20 @@ async fn the_chart_runs_as_pods_on_a_real_node() {
     let values = release.values.display().to_string();
     let mut release = release;
 
-    // --- helm install: both pods Ready through the real readiness probe.
+    // --- helm install: every pod Ready through the real readiness probe.
     let start = Instant::now();
     release.helm(&["install", &release.name, &chart(), "-f", &values]);
     release.installed = true;
-    let pods = wait_ready(&release, 2, &BTreeSet::new()).await;
+    let controllers = wait_ready(&release, "controller", 2, &BTreeSet::new()).await;
+    let dns_pods = wait_ready(&release, "dns", 2, &BTreeSet::new()).await;
     let install_to_ready = start.elapsed();
     eprintln!(
-        "pods: helm install → both pods Ready in {:.1}s (image {}, archive {} KiB)",
+        "pods: helm install → 2 controller and 2 DNS pods Ready in {:.1}s (image {}, archive {} KiB)",
         install_to_ready.as_secs_f64(),
         node.image(),
         std::fs::metadata(&node.image_archive).unwrap().len() / 1024
     );
-    for pod in &pods {
+    for pod in controllers.iter().chain(&dns_pods) {
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.node_name.as_deref(), Some(NODE_NAME));
         let c = &pod
@@ -629,13 +642,16 @@ async fn the_chart_runs_as_pods_on_a_real_node() {
     // --- The leader's pod is deleted: the other replica takes the Lease, and the
     // Service keeps answering.
     let leader = eventually(Duration::from_secs(60), || lease_holder(&release)).await;
-    let names: BTreeSet<String> = pods.iter().map(name_of).collect();
+    let names: BTreeSet<String> = controllers.iter().map(name_of).collect();
     assert!(
         names.contains(&leader),
         "the Lease holder {leader} is not one of {names:?}"
     );
     let mut logs = String::new();
-    for pod in &names {
+    for pod in names
+        .iter()
+        .chain(&dns_pods.iter().map(name_of).collect::<BTreeSet<_>>())
+    {
         logs.push_str(&pod_logs(&release.ns.name, pod));
     }
     let queries = QueryLoop::start(dns, &spf_name);
@@ -652,7 +668,7 @@ async fn the_chart_runs_as_pods_on_a_real_node() {
     .await;
     let takeover = deleted.elapsed();
     let gone = BTreeSet::from([leader.clone()]);
-    let pods = wait_ready(&release, 2, &gone).await;
+    let controllers = wait_ready(&release, "controller", 2, &gone).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let failover = queries.finish();
     eprintln!(
@@ -660,8 +676,8 @@ async fn the_chart_runs_as_pods_on_a_real_node() {
         takeover.as_secs_f64()
     );
     assert!(
-        pods.iter().any(|p| name_of(p) == new_leader),
-        "the new holder {new_leader} is not a running replica"
+        controllers.iter().any(|p| name_of(p) == new_leader),
+        "the new holder {new_leader} is not a running controller replica"
     );
     assert!(
         failover.rate() >= MIN_ANSWER_RATE,
@@ -669,8 +685,9 @@ async fn the_chart_runs_as_pods_on_a_real_node() {
         failover.failures
     );
 
-    // --- helm upgrade with a changed value rolls the pods within the budget.
-    let before: BTreeSet<String> = pods.iter().map(name_of).collect();
+    // --- helm upgrade with a value both components take rolls every pod within
+    // the budgets.
+    let before: BTreeSet<String> = controllers.iter().chain(&dns_pods).map(name_of).collect();
     for pod in &before {
         logs.push_str(&pod_logs(&release.ns.name, pod));
     }
@@ -709,20 +726,21 @@ async fn the_chart_runs_as_pods_on_a_real_node() {
         "-f",
         &values,
         "--set",
-        "verification.interval=30m",
+        "logFormat=text",
     ]);
-    let pods = wait_ready(&release, 2, &before).await;
+    let controllers = wait_ready(&release, "controller", 2, &before).await;
+    let pods = wait_ready(&release, "dns", 2, &before).await;
     let rollout = rollout.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     watching.store(false, Ordering::Relaxed);
     let fewest = fewest.await.unwrap();
     let rolled = queries.finish();
     let pdb = Api::<PodDisruptionBudget>::namespaced(release.ns.client.clone(), &release.ns.name)
-        .list(&ListParams::default().labels(&release.selector()))
+        .list(&ListParams::default().labels(&release.component("dns")))
         .await
         .unwrap()
         .items;
-    assert_eq!(pdb.len(), 1, "one PodDisruptionBudget");
+    assert_eq!(pdb.len(), 1, "one PodDisruptionBudget for the DNS replicas");
     let min_available = pdb[0].spec.as_ref().unwrap().min_available.clone();
     let min_available = match min_available {
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => n as usize,
@@ -741,13 +759,13 @@ async fn the_chart_runs_as_pods_on_a_real_node() {
         "the Service answered too few queries during the rollout: {rolled}; first failures: {:#?}",
         rolled.failures
     );
-    for pod in &pods {
+    for pod in controllers.iter().chain(&pods) {
         let args = pod.spec.as_ref().unwrap().containers[0]
             .args
             .clone()
             .unwrap_or_default();
         assert!(
-            args.iter().any(|a| a == "--verify-interval=30m"),
+            args.iter().any(|a| a == "--log-format=text"),
             "{} runs {args:?}",
             name_of(pod)
         );
@@ -798,30 +816,32 @@ async fn the_chart_runs_as_pods_on_a_real_node() {
         "the second eviction should be refused by the budget: {refusal}"
     );
     let gone = BTreeSet::from([name_of(&pods[0])]);
-    let pods = wait_ready(&release, 2, &gone).await;
+    let pods = wait_ready(&release, "dns", 2, &gone).await;
 
-    // --- The real ServiceAccount: nothing refused, nothing beyond the README.
-    for pod in &pods {
+    // --- The real ServiceAccounts: nothing refused, nothing beyond the README.
+    for pod in controllers.iter().chain(&pods) {
         logs.push_str(&pod_logs(&release.ns.name, &name_of(pod)));
     }
     assert_no_forbidden(&logs);
-    let sa = pods[0]
-        .spec
-        .as_ref()
-        .unwrap()
-        .service_account_name
-        .clone()
-        .unwrap();
-    assert_eq!(
-        granted(&sa, &release.ns.name, &release.ns.name),
-        expected_rbac(true),
-        "in the release's namespace"
-    );
-    assert_eq!(
-        granted(&sa, &release.ns.name, &tenant.name),
-        expected_rbac(false),
-        "in a tenant's namespace"
-    );
+    for (component, pod) in [("controller", &controllers[0]), ("dns", &pods[0])] {
+        let sa = pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .service_account_name
+            .clone()
+            .unwrap();
+        assert_eq!(
+            granted(&sa, &release.ns.name, &release.ns.name),
+            expected_rbac(component, true),
+            "{component} in the release's namespace"
+        );
+        assert_eq!(
+            granted(&sa, &release.ns.name, &tenant.name),
+            expected_rbac(component, false),
+            "{component} in a tenant's namespace"
+        );
+    }
 
     // --- helm uninstall removes every object of the release.
     release.helm(&["uninstall", &release.name, "--wait"]);
@@ -829,7 +849,7 @@ async fn the_chart_runs_as_pods_on_a_real_node() {
     let expected: BTreeSet<String> = [
         // Made by the operator, not by Helm: the README says why they stay.
         "secret/anypost-operator-identity",
-        "lease.coordination.k8s.io/anypost-operator-leader",
+        &format!("lease.coordination.k8s.io/{}", release.lease),
         // Every namespace has these.
         "configmap/kube-root-ca.crt",
         "serviceaccount/default",

@@ -303,3 +303,27 @@ impl Drop for TestNs {
         ]);
     }
 }
+
+/// A kubeconfig for ServiceAccount `sa` of namespace `ns`, with a fresh token:
+/// to run a process with exactly the rights RBAC gives that identity.
+pub fn service_account_kubeconfig(ns: &str, sa: &str) -> PathBuf {
+    let token = kubectl_ok(&["create", "token", sa, "-n", ns, "--duration", "1h"]);
+    let server = kubectl_ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let path = target_dir().join(format!("e2e-logs/kubeconfig-{ns}-{sa}"));
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("creating e2e-logs");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: sa\n  user:\n    token: {}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sa}}\ncurrent-context: c\n",
+            token.trim()
+        ),
+    )
+    .expect("writing the kubeconfig");
+    path
+}

@@ -18,7 +18,9 @@ mod operator;
 pub mod proxy;
 pub mod tools;
 
-pub use cluster::{TestNs, client, cluster, kubectl, kubectl_ok, kubectl_stdin};
+pub use cluster::{
+    TestNs, client, cluster, kubectl, kubectl_ok, kubectl_stdin, service_account_kubeconfig,
+};
 pub use operator::Operator;
 
 use std::fmt::Display;
