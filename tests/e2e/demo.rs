@@ -6,10 +6,6 @@ use crate::support::node::node;
 use crate::support::{cluster, eventually, kubectl_ok, repo_root};
 use std::process::Command;
 use std::time::Duration;
-use tokio::sync::Mutex;
-
-/// Both modes use the same namespaces and files: one demo at a time.
-static ONE_DEMO: Mutex<()> = Mutex::const_new(());
 
 fn demo(arg: &str, mode: &str) -> (bool, String) {
     let out = Command::new(repo_root().join("scripts/demo"))
@@ -35,16 +31,13 @@ fn port_free(port: u16) -> bool {
         && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-#[test]
-fn the_demo_verifies_two_domains_explains_the_third_and_cleans_up() {
-    let _one = ONE_DEMO.blocking_lock();
+/// The demo verifies two domains, explains the third and cleans up. Both modes in
+/// one test, one after the other: they use the same namespaces and
+/// files, and a second test waiting for the first would hold a test thread idle.
+#[tokio::test]
+async fn the_demo_runs_as_a_process_and_as_pods() {
     cluster();
     run_the_demo("process");
-}
-
-#[tokio::test]
-async fn the_demo_runs_through_the_chart_as_pods() {
-    let _one = ONE_DEMO.lock().await;
     node();
     run_the_demo("pods");
     // The release is gone with its pods; the node stays for whoever else uses it.
