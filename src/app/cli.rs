@@ -264,6 +264,14 @@ pub struct RunArgs {
     #[arg(long, env = "ANYPOST_SELECTOR")]
     pub selector: Option<String>,
 
+    /// With --selector: the SendingDomains claims are judged against (a label
+    /// selector), so that shards of one installation never both publish a
+    /// domain. Default: every SendingDomain in the cluster. Installations that
+    /// serve separate zones and must not block each other's claims (staging and
+    /// production in one cluster) set it to a label all their shards share.
+    #[arg(long, env = "ANYPOST_CLAIM_SCOPE")]
+    pub claim_scope: Option<String>,
+
     /// Name of this shard: its replicas elect their leader with the Lease
     /// anypost-operator-leader-<shard>. Default: with --selector, a name derived
     /// from the selector (operators with different selectors lead side by side);

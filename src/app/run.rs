@@ -135,7 +135,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     metrics.register(|r| guard.register(r));
     let readiness = Arc::new(Readiness::default());
-    let (domains, watch_domains) = Domains::start(client.clone(), args.selector.as_deref());
+    let (domains, watch_domains) = Domains::start(
+        client.clone(),
+        args.selector.as_deref(),
+        args.claim_scope.as_deref(),
+    );
     let follower = Follower {
         client: clients.plain.clone(),
         namespace: namespace.clone(),

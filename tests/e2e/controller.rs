@@ -43,6 +43,10 @@ pub fn operator_args(home: &str, run: &str) -> Vec<String> {
         home,
         "--selector",
         &format!("anypost.com/e2e-run={run}"),
+        // Claims are judged among this test's SendingDomains only: tests running
+        // side by side may use the same domains.
+        "--claim-scope",
+        &format!("anypost.com/e2e-run={run}"),
         "--dns-listen",
         "127.0.0.1:0",
         "--http-listen",

@@ -865,6 +865,8 @@ mod through_the_operator {
                     &ns.name,
                     "--selector",
                     &format!("anypost.com/e2e-run={run}"),
+                    "--claim-scope",
+                    &format!("anypost.com/e2e-run={run}"),
                     "--dns-listen",
                     &op_dns.to_string(),
                     "--http-listen",

@@ -62,6 +62,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- with .Values.selector }}
 - --selector={{ . }}
 {{- end }}
+{{- with .Values.claimScope }}
+- --claim-scope={{ . }}
+{{- end }}
 {{- if include "anypost.claimPolicy" . }}
 - --claim-policy=/etc/anypost/policy/policy.yaml
 {{- end }}

@@ -65,17 +65,22 @@ fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 impl AllClaims {
     /// The view, and the future that keeps it filled; `changed` is called with
     /// the domain of every claim that appears, goes, or starts being deleted.
-    pub fn start(
+    pub fn start<F: Fn(&str) + Send + 'static>(
         client: Client,
-        changed: impl Fn(&str) + Send + 'static,
-    ) -> (Arc<AllClaims>, impl Future<Output = ()> + Send) {
+        scope: Option<&str>,
+        changed: F,
+    ) -> (Arc<AllClaims>, impl Future<Output = ()> + Send + use<F>) {
         let claims = Arc::new(AllClaims {
             state: Mutex::default(),
             loaded: watch::channel(false).0,
         });
         let me = claims.clone();
         let api: Api<SendingDomain> = Api::all(client);
-        let events = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
+        let mut config = watcher::Config::default().any_semantic();
+        if let Some(scope) = scope {
+            config = config.labels(scope);
+        }
+        let events = watcher(api, config).default_backoff();
         let drive = events.for_each(move |event| {
             match event {
                 Ok(event) => {

@@ -57,10 +57,12 @@ fn trim(sd: &mut SendingDomain) {
 impl Domains {
     /// The cache, and the future that keeps it filled (run it for as long as the
     /// cache is used; watch errors are retried with backoff). `selector` limits
-    /// the SendingDomains to those this installation manages.
+    /// the SendingDomains to those this installation manages; claims are then
+    /// judged against every SendingDomain `claim_scope` selects (all by default).
     pub fn start(
         client: Client,
         selector: Option<&str>,
+        claim_scope: Option<&str>,
     ) -> (Arc<Domains>, impl Future<Output = ()> + Send + use<>) {
         let api: Api<SendingDomain> = Api::all(client);
         let mut config = watcher::Config::default().any_semantic();
@@ -77,7 +79,7 @@ impl Domains {
                         me.rival_changed(d);
                     }
                 };
-                let (all, drive) = AllClaims::start(api.clone().into_client(), on_change);
+                let (all, drive) = AllClaims::start(api.clone().into_client(), claim_scope, on_change);
                 claims_drive = Some(drive);
                 all
             });
