@@ -314,7 +314,11 @@ async fn the_chart_rbac_is_enough_to_run_both_components() {
     })
     .await;
     // The controller could write its Lease, its identity Secret and an Event.
-    kubectl_ok(&["get", "lease", "anypost-operator-leader", "-n", &home.name]);
+    let lease = anypost_operator::adapters::kube::leader::lease_name(
+        None,
+        Some(&format!("anypost.com/e2e-run={run}")),
+    );
+    kubectl_ok(&["get", "lease", &lease, "-n", &home.name]);
     kubectl_ok(&[
         "get",
         "secret",

@@ -624,8 +624,11 @@ async fn the_watch_serves_only_sealed_status_writes_and_forgets_deleted_domains(
     let ns = crate::support::TestNs::new("dns-watch").await;
     let s = start(&[], &[]);
     let selector = format!("anypost.com/e2e-run={}", ns.name);
-    let (domains, drive) =
-        anypost_operator::adapters::kube::Domains::start(ns.client.clone(), Some(&selector), Some(&selector));
+    let (domains, drive) = anypost_operator::adapters::kube::Domains::start(
+        ns.client.clone(),
+        Some(&selector),
+        Some(&selector),
+    );
     let key = [42u8; 32];
     let trust = Trust::new(&key, false, Policy::default());
     let (_tx, trust_rx) = tokio::sync::watch::channel(TrustState::Trusted(trust.clone().into()));

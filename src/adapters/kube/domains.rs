@@ -79,7 +79,8 @@ impl Domains {
                         me.rival_changed(d);
                     }
                 };
-                let (all, drive) = AllClaims::start(api.clone().into_client(), claim_scope, on_change);
+                let (all, drive) =
+                    AllClaims::start(api.clone().into_client(), claim_scope, on_change);
                 claims_drive = Some(drive);
                 all
             });

@@ -21,6 +21,9 @@ use tracing::debug;
 /// which avoids IP fragmentation. Larger answers are truncated (TC) and the client
 /// retries over TCP.
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// Kernel buffer of the UDP socket (capped by net.core.rmem_max/wmem_max): a
+/// few milliseconds without CPU under load must not drop queries.
+const UDP_SOCKET_BUFFER: usize = 4 << 20;
 
 /// The embedded server, bound but not yet serving (so a caller binding port 0
 /// learns the port first).
@@ -104,6 +107,15 @@ impl DnsServer {
         // UDP: one receive loop per core, each on its own copy of the socket.
         let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
         let std_udp = self.udp.into_std().map_err(serve_error)?;
+        let sock = socket2::SockRef::from(&std_udp);
+        for result in [
+            sock.set_recv_buffer_size(UDP_SOCKET_BUFFER),
+            sock.set_send_buffer_size(UDP_SOCKET_BUFFER),
+        ] {
+            if let Err(error) = result {
+                debug!(%error, "enlarging the UDP socket's buffers failed");
+            }
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..loops {
             let socket = UdpSocket::from_std(std_udp.try_clone().map_err(serve_error)?)
