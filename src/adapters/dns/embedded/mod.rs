@@ -11,6 +11,7 @@
 pub mod answer;
 pub mod cookie;
 pub mod fast;
+pub mod harness;
 pub mod metrics;
 pub mod notify;
 pub mod publishing;
