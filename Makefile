@@ -8,7 +8,7 @@ SHELL := bash
 CARGO ?= cargo
 CRD_FILE := crds/sendingdomains.anypost.com.yaml
 
-.PHONY: help test test-deps control-plane fmt-check clippy node-build cargo-test crds \
+.PHONY: help test prepare-go prepare-rust test-deps control-plane fmt-check clippy node-build cargo-test crds \
 	demo demo-down bench cluster-up cluster-down image
 
 # `make demo MODE=pods` runs the demo's operator as the chart's pods on the local node.
@@ -23,8 +23,24 @@ help:
 	@echo "make crds        regenerate $(CRD_FILE) from the Rust types"
 	@echo "make cluster-up  start the local control plane (scripts/dev-cluster up); cluster-down stops it"
 
-## Everything CI checks, in the order that fails fastest on a working machine.
-test: test-deps control-plane fmt-check clippy node-build cargo-test
+## Everything CI checks. The Go builds (Helm, the test tools, the control plane
+## and the node, cached after the first run) and the Rust ones (fmt, clippy, the
+## test build) run side by side: neither keeps both cores busy all the time
+## (downloads, links, long single-crate compiles), so together they finish sooner.
+## Each line of their output is prefixed with [go] or [rust].
+test:
+	@$(MAKE) --no-print-directory -j2 prepare-go prepare-rust
+	@$(MAKE) --no-print-directory control-plane cargo-test
+
+prepare-go:
+	scripts/install-test-deps 2>&1 | sed -u 's/^/[go] /'
+	scripts/dev-cluster build --node 2>&1 | sed -u 's/^/[go] /'
+
+# Without make's jobserver, so that cargo uses every core as it does alone.
+prepare-rust:
+	$(CARGO) fmt --all --check 2>&1 | sed -u 's/^/[rust] /'
+	env -u MAKEFLAGS -u MFLAGS $(CARGO) clippy --locked --all-targets -- -D warnings 2>&1 | sed -u 's/^/[rust] /'
+	env -u MAKEFLAGS -u MFLAGS $(TEST_ENV) $(CARGO) test --locked --target $(HOST_TARGET) --no-run 2>&1 | sed -u 's/^/[rust] /'
 
 test-deps:
 	scripts/install-test-deps
@@ -50,8 +66,9 @@ clippy:
 # second time in release for the image. With --target, RUSTFLAGS reach only what
 # is built for the target, never build scripts or proc-macros.
 HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
+TEST_ENV := RUSTFLAGS="-C target-feature=+crt-static"
 cargo-test:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) test --locked --target $(HOST_TARGET)
+	$(TEST_ENV) $(CARGO) test --locked --target $(HOST_TARGET)
 
 crds:
 	$(CARGO) run --quiet --locked -- crd > $(CRD_FILE).tmp
