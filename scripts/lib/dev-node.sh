@@ -33,7 +33,7 @@ NODE_BIN=${ANYPOST_CACHE:-${HOME:-/root}/.cache/anypost-operator}/node/$K8S_VERS
 # In start order.
 NODE_COMPONENTS=(apiserver-relay kube-scheduler containerd kubelet kube-proxy)
 # Bumped whenever the node's configuration changes: `up --node` restarts an older one.
-NODE_CONFIG=1
+NODE_CONFIG=2
 PAUSE_IMAGE=localhost/anypost-dev/pause:$K8S_VERSION
 CONTAINERD_SOCK=$NODE_RUN/containerd/containerd.sock
 RUNC_ROOT=$NODE_RUN/runc
@@ -398,10 +398,12 @@ volumePluginDir: $NODE_LIB/volume-plugins
 failSwapOn: false
 serializeImagePulls: false
 # Images cannot be pulled again here: never collect them, and evict only when the
-# disk is really full.
+# disk is really full. Absolute amounts, not shares: on a large disk shared with
+# other work (builds, caches), 1% free can be many gigabytes the node never needs,
+# and a kubelet past its threshold never becomes Ready.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 100Mi, nodefs.available: 1%, nodefs.inodesFree: 1%, imagefs.available: 1%}
+evictionHard: {memory.available: 100Mi, nodefs.available: 100Mi, nodefs.inodesFree: 1%, imagefs.available: 100Mi}
 EOF
 }
 
