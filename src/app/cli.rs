@@ -10,8 +10,8 @@ use crate::controller;
 use crate::core::config::FieldError;
 use crate::core::naming::host_name;
 use crate::core::status::schedule::Intervals;
-use crate::core::zone::ZoneSettings;
 use crate::core::zone::config::zone_name;
+use crate::core::zone::{DeleteGuard, ZoneSettings};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -417,6 +417,20 @@ pub struct Rfc2136Args {
     /// How often the zone is re-read and re-synced even without changes.
     #[arg(long, env = "ANYPOST_RFC2136_RESYNC", default_value = "5m", value_parser = positive_duration)]
     pub rfc2136_resync: Duration,
+
+    /// The largest share (percent) of the record sets the operator owns on the
+    /// server that one sync may delete; a sync deleting more (and more than 25
+    /// record sets) is refused, with an error, the metric
+    /// anypost_rfc2136_deletes_refused and an alert, until confirmed.
+    #[arg(long, env = "ANYPOST_RFC2136_MAX_DELETE_PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub rfc2136_max_delete_percent: u8,
+
+    /// Confirms a refused sync: a sync deleting at most this many record sets goes
+    /// ahead whatever their share (the refusal names the number). Remove it once
+    /// the sync is done.
+    #[arg(long, env = "ANYPOST_RFC2136_CONFIRM_DELETES", default_value_t = 0)]
+    pub rfc2136_confirm_deletes: usize,
 }
 
 /// Flags of `anypost-operator check`.
@@ -484,6 +498,15 @@ impl ZoneArgs {
 }
 
 impl Rfc2136Args {
+    /// How much of the zone one sync may delete.
+    pub fn delete_guard(&self) -> DeleteGuard {
+        DeleteGuard {
+            max_percent: self.rfc2136_max_delete_percent,
+            confirmed: self.rfc2136_confirm_deletes,
+            ..DeleteGuard::default()
+        }
+    }
+
     /// The rfc2136 backend's settings as the flags give them.
     pub fn settings(&self) -> Rfc2136Settings {
         Rfc2136Settings {

@@ -19,7 +19,7 @@ use crate::adapters::resolver::{Resolver, ResolverVerifier};
 use crate::controller::{self, Context};
 use crate::core::ports::{Publisher, Verifier};
 use crate::core::verify::Expected;
-use crate::core::zone::ZoneConfig;
+use crate::core::zone::{DeleteGuard, ZoneConfig};
 use crate::telemetry::{self, Metrics};
 use anyhow::Context as _;
 use kube::Client;
@@ -327,7 +327,7 @@ async fn start_zone(
         });
         return Ok((Arc::new(handle), task));
     };
-    Ok(start_rfc2136(zone, config, s, ready).await)
+    Ok(start_rfc2136(zone, config, args.rfc2136.delete_guard(), s, ready).await)
 }
 
 /// The DNS server's cookie secret, derived from the identity key every replica
@@ -357,6 +357,7 @@ async fn cookie_secrets(
 async fn start_rfc2136(
     zone: ZoneConfig,
     config: Rfc2136Config,
+    deletes: DeleteGuard,
     s: &Shared,
     ready: impl FnOnce() + Send + 'static,
 ) -> (Arc<dyn Publisher>, ZoneTask) {
@@ -378,6 +379,7 @@ async fn start_rfc2136(
         publisher: publisher.clone(),
         leader: s.guard.leading(),
         guard: s.guard.clone(),
+        deletes,
         metrics: sync_metrics,
         trust: s.trust.clone(),
     };

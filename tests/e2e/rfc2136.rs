@@ -382,13 +382,15 @@ async fn rfc2136_missing_flags_stop_the_operator_with_the_flag_named() {
 /// again in batches of deletes.
 #[tokio::test]
 async fn rfc2136_large_zones_go_in_batches_and_come_back_whole() {
+    use anypost_operator::adapters::dns::rfc2136::Error;
     use anypost_operator::adapters::dns::rfc2136::{
         Rfc2136Config, Rfc2136Settings, Server, sync_once,
     };
     use anypost_operator::adapters::kube::LeaderGuard;
     use anypost_operator::core::zone::{
-        RData, RecordType, RrSet, ZoneConfig, ZoneSettings, dkim_text,
+        DeleteGuard, RData, RecordType, RrSet, ZoneConfig, ZoneSettings, dkim_text,
     };
+    let deletes = DeleteGuard::default();
 
     let bind = BindPrimary::start(ZONE).await;
     let config = Rfc2136Config::new(&Rfc2136Settings {
@@ -433,7 +435,7 @@ async fn rfc2136_large_zones_go_in_batches_and_come_back_whole() {
         );
     }
 
-    let first = sync_once(&server, &desired, &LeaderGuard::always())
+    let first = sync_once(&server, &desired, &LeaderGuard::always(), &deletes)
         .await
         .unwrap();
     assert_eq!(
@@ -447,7 +449,7 @@ async fn rfc2136_large_zones_go_in_batches_and_come_back_whole() {
     );
 
     // What was written reads back exactly, across a transfer of many messages.
-    let second = sync_once(&server, &desired, &LeaderGuard::always())
+    let second = sync_once(&server, &desired, &LeaderGuard::always(), &deletes)
         .await
         .unwrap();
     assert_eq!(
@@ -486,18 +488,67 @@ async fn rfc2136_large_zones_go_in_batches_and_come_back_whole() {
         &format!("anypost1._domainkey.t0001.{ZONE}"),
         RrSet::one(300, RData::txt(&dkim_text("QUJD"))),
     );
-    let third = sync_once(&server, &desired, &LeaderGuard::always())
+    let third = sync_once(&server, &desired, &LeaderGuard::always(), &deletes)
         .await
         .unwrap();
     assert_eq!((third.created, third.replaced, third.deleted), (0, 1, N));
     assert!(bind.dig("t0000", "MX").is_empty());
     assert_eq!(bind.dig("t0001", "MX"), ["10 mx.anypost.test."]);
     assert_eq!(bind.txt("anypost1._domainkey.t0001"), [dkim_text("QUJD")]);
-    let fourth = sync_once(&server, &desired, &LeaderGuard::always())
+    let fourth = sync_once(&server, &desired, &LeaderGuard::always(), &deletes)
         .await
         .unwrap();
     assert_eq!(fourth.batches, 0);
     assert_eq!(fourth.zone.len(), desired.len() + 1, "plus ns1's address");
+
+    // Every domain gone at once (a wrong selector, statuses lost): deleting all
+    // the record sets the operator owns is refused and nothing changes, until
+    // exactly that many deletions are confirmed.
+    let empty = cfg.apex_zone();
+    let refused = sync_once(&server, &empty, &LeaderGuard::always(), &deletes)
+        .await
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        matches!(
+            refused,
+            Error::DeleteRefused {
+                deletes: N,
+                owned: N,
+                percent: 100,
+                max: 50,
+                ..
+            }
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("--rfc2136-confirm-deletes={N}")),
+        "{message}"
+    );
+    assert_eq!(
+        bind.dig("t0001", "MX"),
+        ["10 mx.anypost.test."],
+        "nothing was deleted"
+    );
+    let one_short = DeleteGuard {
+        confirmed: N - 1,
+        ..deletes
+    };
+    assert!(
+        sync_once(&server, &empty, &LeaderGuard::always(), &one_short)
+            .await
+            .is_err()
+    );
+    let confirmed = DeleteGuard {
+        confirmed: N,
+        ..deletes
+    };
+    let fifth = sync_once(&server, &empty, &LeaderGuard::always(), &confirmed)
+        .await
+        .unwrap();
+    assert_eq!(fifth.deleted, N);
+    assert!(bind.dig("t0001", "MX").is_empty());
 }
 
 #[tokio::test]

@@ -57,6 +57,9 @@ impl Change {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub changes: Vec<Change>,
+    /// The record sets of `current` the plan may change (all but the protected
+    /// apex and in-zone nameserver addresses).
+    pub owned: usize,
 }
 
 impl Plan {
@@ -116,7 +119,9 @@ pub fn plan(current: &Zone, desired: &Zone) -> Plan {
     let mut deletes = Vec::new();
     let mut replaces = Vec::new();
     let mut creates = Vec::new();
+    let mut owned = 0;
     for (name, rtype, old) in current.iter().filter(|(n, t, _)| keep(n, *t)) {
+        owned += 1;
         match desired.get(name, rtype) {
             None => deletes.push(Change::Delete {
                 name: name.to_string(),
@@ -143,7 +148,10 @@ pub fn plan(current: &Zone, desired: &Zone) -> Plan {
     }
     deletes.extend(replaces);
     deletes.extend(creates);
-    Plan { changes: deletes }
+    Plan {
+        changes: deletes,
+        owned,
+    }
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@
 pub mod config;
 pub mod desired;
 pub mod diff;
+pub mod guard;
 pub mod model;
 
 pub use config::{ZoneConfig, ZoneSettings};
 pub use desired::{desired_zone, dkim_text, serves};
 pub use diff::{Change, Plan, plan};
+pub use guard::{DeleteGuard, Refused};
 pub use model::{RData, RecordType, RrKey, RrSet, Soa, TXT_STRING_MAX, Zone, next_serial};
 
 /// Zones and SendingDomains for the tests of everything that serves a zone.

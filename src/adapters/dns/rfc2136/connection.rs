@@ -199,6 +199,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn new(cfg: &Rfc2136Config) -> Server {
         Server {
             addr: cfg.server,

@@ -28,6 +28,7 @@ pub struct SyncMetrics {
     duration: Histogram,
     last_success: Gauge<f64, AtomicU64>,
     pub(super) failing: Gauge,
+    deletes_refused: Gauge,
 }
 
 impl Default for SyncMetrics {
@@ -38,6 +39,7 @@ impl Default for SyncMetrics {
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
             last_success: Gauge::default(),
             failing: Gauge::default(),
+            deletes_refused: Gauge::default(),
         }
     }
 }
@@ -70,6 +72,11 @@ impl SyncMetrics {
             "1 while the last attempt to sync or read the zone failed",
             self.failing.clone(),
         );
+        registry.register(
+            "rfc2136_deletes_refused",
+            "Record sets the last sync would have deleted, had the delete guard not refused it (0 once a sync succeeds)",
+            self.deletes_refused.clone(),
+        );
     }
 
     pub(super) fn succeeded(&self) {
@@ -82,6 +89,7 @@ impl SyncMetrics {
 
     pub(super) fn synced(&self, report: &SyncReport, took: Duration) {
         self.succeeded();
+        self.deletes_refused.set(0);
         self.syncs
             .get_or_create(&SyncLabels { outcome: "ok" })
             .inc();
@@ -99,6 +107,9 @@ impl SyncMetrics {
 
     pub(super) fn sync_failed(&self, error: &Error, took: Duration) {
         self.failing.set(1);
+        if let Error::DeleteRefused { deletes, .. } = error {
+            self.deletes_refused.set(*deletes as i64);
+        }
         self.syncs
             .get_or_create(&SyncLabels {
                 outcome: error.category(),

@@ -64,6 +64,19 @@ pub enum Error {
         key: String,
         reason: String,
     },
+    /// The plan would delete more of the zone than one sync may (see
+    /// [`crate::core::zone::guard`]); nothing was sent.
+    #[error(
+        "a sync of zone {zone} on {server} would delete {deletes} of the {owned} record sets the operator owns there ({percent}%, over --rfc2136-max-delete-percent {max}%): refused, nothing was changed. A wrong --selector, SendingDomains restored without their status or a block emptying many statuses can cause this; if the deletions are meant, run with --rfc2136-confirm-deletes={deletes} until the sync is done, then remove it"
+    )]
+    DeleteRefused {
+        zone: String,
+        server: SocketAddr,
+        deletes: usize,
+        owned: usize,
+        percent: usize,
+        max: u8,
+    },
     /// An UPDATE was not applied.
     #[error("updating zone {zone} on {server} with TSIG key {key}: {reason}")]
     Update {
@@ -80,6 +93,7 @@ impl Error {
         match self {
             Error::Axfr { .. } => "Rfc2136Axfr",
             Error::Update { .. } => "Rfc2136Update",
+            Error::DeleteRefused { .. } => "Rfc2136DeleteRefused",
         }
     }
 }

@@ -10,7 +10,7 @@ use super::{BACKOFF_CAP, BACKOFF_START, COALESCE, Error, Rfc2136Config};
 use crate::adapters::kube::identity::TrustState;
 use crate::adapters::kube::{Domains, LeaderGuard};
 use crate::core::api::SendingDomain;
-use crate::core::zone::{Zone, ZoneConfig, desired_zone, plan};
+use crate::core::zone::{DeleteGuard, Zone, ZoneConfig, desired_zone, plan};
 use hickory_proto::rr as hrr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,17 +40,30 @@ pub fn live_domains(domains: &[Arc<SendingDomain>]) -> Vec<Arc<SendingDomain>> {
         .collect()
 }
 
-/// Reads the server's zone, plans against `desired` and applies the plan; every
-/// UPDATE is sent only while `guard` allows writes.
+/// Reads the server's zone, plans against `desired` and applies the plan, unless
+/// it deletes more than `deletes` allows; every UPDATE is sent only while `guard`
+/// allows writes.
 pub async fn sync_once(
     server: &Server,
     desired: &Zone,
     guard: &LeaderGuard,
+    deletes: &DeleteGuard,
 ) -> Result<SyncReport, Error> {
     let origin = desired.origin();
     let snapshot = server.read_zone(origin).await?;
     let plan = plan(&snapshot.zone, desired);
     let foreign: Vec<(String, hrr::RecordType)> = snapshot.foreign.iter().cloned().collect();
+    let deleting = plan.counts().2 + foreign.len();
+    if let Err(refused) = deletes.judge(plan.owned + foreign.len(), deleting) {
+        return Err(Error::DeleteRefused {
+            zone: origin.to_string(),
+            server: server.addr(),
+            deletes: refused.deletes,
+            owned: refused.owned,
+            percent: refused.percent(),
+            max: deletes.max_percent,
+        });
+    }
     let batches = server.apply(origin, &plan.changes, &foreign, guard).await?;
     let (created, replaced, deleted) = plan.counts();
     let mut zone = snapshot.zone;
@@ -111,6 +124,8 @@ pub struct Rfc2136Sync {
     pub leader: watch::Receiver<bool>,
     /// Checked before every UPDATE: nothing is sent past the renew deadline.
     pub guard: LeaderGuard,
+    /// How much of the zone one sync may delete.
+    pub deletes: DeleteGuard,
     pub metrics: Arc<SyncMetrics>,
     /// What statuses may be believed for; nothing is synced before it is known.
     pub trust: watch::Receiver<TrustState>,
@@ -212,7 +227,7 @@ async fn sync_if_due(sync: &Rfc2136Sync, server: &Server, p: &mut Progress) {
     }
     let (zone, addr, key) = (&sync.zone.zone, sync.config.server, &sync.config.key_name);
     let started = std::time::Instant::now();
-    match sync_once(server, &desired, &sync.guard).await {
+    match sync_once(server, &desired, &sync.guard, &sync.deletes).await {
         Ok(report) => {
             info!(
                 %zone,
