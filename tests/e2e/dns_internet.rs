@@ -364,6 +364,12 @@ fn burst(sock: &UdpSocket, to: SocketAddr, n: u16, q: &[u8]) -> (usize, usize) {
     for id in 0..n {
         q[..2].copy_from_slice(&id.to_be_bytes());
         sock.send_to(&q, to).unwrap();
+        // Loopback UDP drops what a full socket queue cannot take: a pause every
+        // ten queries lets a server on a loaded machine keep up, while the burst
+        // stays far above any rate limit (100 queries in a few milliseconds).
+        if id % 10 == 9 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
     reading.join().unwrap()
 }
@@ -402,7 +408,10 @@ async fn a_flood_is_rate_limited_and_a_client_with_a_server_cookie_is_not() {
     assert_eq!(cookie.len(), 24);
     assert_eq!(cookie[..8], [9; 8]);
     let (answered, truncated) = burst(&client, s.addr, 100, &query(0, &dkim, 16, Some(&cookie)));
-    assert_eq!((answered, truncated), (100, 0));
+    // Never limited: nothing slipped, and (loopback UDP being UDP on a loaded
+    // machine) at most a handful lost, where a limited client gets 20 at most.
+    assert_eq!(truncated, 0, "{answered} answered, {truncated} truncated");
+    assert!(answered >= 95, "{answered} answered, {truncated} truncated");
 
     // The same cookie from another address proves nothing.
     let thief = UdpSocket::bind("127.77.0.1:0").unwrap();
