@@ -177,19 +177,23 @@ async fn dns_service(r: &Release) -> (String, SocketAddr) {
     (svc.metadata.name.unwrap(), SocketAddr::new(ip, 53))
 }
 
+/// How many distinct addresses the slices list as ready.
+fn ready_addresses(slices: &[EndpointSlice]) -> usize {
+    slices
+        .iter()
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+        .flat_map(|e| e.addresses.clone())
+        .collect::<BTreeSet<String>>()
+        .len()
+}
+
 /// How many of the Service's endpoints are ready now.
 async fn ready_endpoints(r: &Release, service: &str) -> anyhow::Result<usize> {
     let slices = Api::<EndpointSlice>::namespaced(r.ns.client.clone(), &r.ns.name)
         .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
         .await?;
-    let ready: BTreeSet<String> = slices
-        .items
-        .iter()
-        .flat_map(|s| &s.endpoints)
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-        .flat_map(|e| e.addresses.clone())
-        .collect();
-    Ok(ready.len())
+    Ok(ready_addresses(&slices.items))
 }
 
 // ---------------------------------------------------------------------------
@@ -704,14 +708,7 @@ async fn the_chart_runs_as_pods_on_a_real_node() {
             let mut fewest = usize::MAX;
             while watching.load(Ordering::Relaxed) {
                 if let Ok(list) = slices.list(&lp).await {
-                    let ready: BTreeSet<String> = list
-                        .items
-                        .iter()
-                        .flat_map(|s| &s.endpoints)
-                        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-                        .flat_map(|e| e.addresses.clone())
-                        .collect();
-                    fewest = fewest.min(ready.len());
+                    fewest = fewest.min(ready_addresses(&list.items));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

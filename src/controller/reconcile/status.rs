@@ -60,8 +60,7 @@ pub(super) async fn block(
     message: &str,
 ) -> Result<Action, Error> {
     let st = blocked(written, sd.metadata.generation, now, block, message);
-    write(sd, ctx, written, written, &st).await?;
-    Ok(recheck(block))
+    write_and_wait(sd, ctx, written, &st, block).await
 }
 
 /// Writes the status of a domain the operator does not act on for now, keeping
@@ -75,7 +74,18 @@ pub(super) async fn hold(
     message: &str,
 ) -> Result<Action, Error> {
     let st = held(written, sd.metadata.generation, now, block, message);
-    write(sd, ctx, written, written, &st).await?;
+    write_and_wait(sd, ctx, written, &st, block).await
+}
+
+/// Writes `st` over `written` and waits as `block` asks.
+async fn write_and_wait(
+    sd: &SendingDomain,
+    ctx: &Context,
+    written: &SendingDomainStatus,
+    st: &SendingDomainStatus,
+    block: Block,
+) -> Result<Action, Error> {
+    write(sd, ctx, written, written, st).await?;
     Ok(recheck(block))
 }
 
