@@ -1,6 +1,10 @@
 //! `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Both probes answer 200 `ok`, or 503 with one line per failing check, so
+//! `kubectl describe pod` and a curl say what is wrong.
 
 use crate::telemetry::Metrics;
+use crate::telemetry::health::Health;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,32 +12,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// What /readyz reports: each part must be up.
-#[derive(Default)]
-pub struct Readiness {
-    /// The identity key is loaded.
-    pub identity: AtomicBool,
-    /// The zone has been built from a complete list of SendingDomains (and, for
-    /// the embedded backend, the DNS server is listening).
-    pub zone: AtomicBool,
-    /// The process is stopping: it still answers DNS, but takes no new traffic.
-    pub draining: AtomicBool,
-}
-
-impl Readiness {
-    pub fn ready(&self) -> bool {
-        self.identity.load(Ordering::Relaxed)
-            && self.zone.load(Ordering::Relaxed)
-            && !self.draining.load(Ordering::Relaxed)
-    }
-}
 
 #[derive(Clone)]
 struct HttpState {
     metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
+    health: Arc<Health>,
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
@@ -46,25 +29,32 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     )
 }
 
-async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
-    if s.readiness.ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+fn answer(result: Result<(), Vec<String>>) -> (StatusCode, String) {
+    match result {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why.join("\n") + "\n"),
     }
+}
+
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    answer(s.health.readiness())
+}
+
+async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
+    answer(s.health.liveness())
 }
 
 /// Serves /metrics, /healthz and /readyz until the process ends.
 pub async fn serve(
     listen: SocketAddr,
     metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
+    health: Arc<Health>,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(self::metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(HttpState { metrics, readiness });
+        .with_state(HttpState { metrics, health });
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(%listen, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, app).await

@@ -212,6 +212,19 @@ pub struct RunArgs {
     #[arg(long, env = "ANYPOST_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: SocketAddr,
 
+    /// /readyz fails once the watch of SendingDomains has failed for this long
+    /// without a success: the zone this replica serves may then be stale. (In an
+    /// outage of the whole API nothing can act on readiness anyway; this takes a
+    /// replica cut off on its own out of its Service.)
+    #[arg(long, env = "ANYPOST_STALE_AFTER", default_value = "5m", value_parser = positive_duration)]
+    pub stale_after: Duration,
+
+    /// /healthz fails once reconciles are in flight and none has finished for
+    /// this long: the controller is stuck, and a restart is the cure. (Longer
+    /// than the API client's own request timeout, so a slow API is not "stuck".)
+    #[arg(long, env = "ANYPOST_STUCK_AFTER", default_value = "10m", value_parser = positive_duration)]
+    pub stuck_after: Duration,
+
     /// Resolver used to verify customers' CNAMEs (IP:PORT, repeatable). Default: the
     /// system's resolvers (/etc/resolv.conf).
     #[arg(long = "resolver", env = "ANYPOST_RESOLVERS", value_delimiter = ',')]

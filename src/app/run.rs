@@ -11,7 +11,7 @@ use crate::adapters::dns::embedded::{
 use crate::adapters::dns::rfc2136::{
     self, Rfc2136Config, Rfc2136Publisher, Rfc2136Sync, SyncMetrics,
 };
-use crate::adapters::http::{self, Readiness};
+use crate::adapters::http;
 use crate::adapters::kube::identity::{Follower, PolicySource, TrustState};
 use crate::adapters::kube::leader::{Elector, LeaseTimings};
 use crate::adapters::kube::{Domains, LeaderGuard, client, identity, leader};
@@ -20,16 +20,17 @@ use crate::controller::{self, Context};
 use crate::core::ports::{Publisher, Verifier};
 use crate::core::verify::Expected;
 use crate::core::zone::{DeleteGuard, ZoneConfig};
+use crate::telemetry::health::{Flag, Health};
 use crate::telemetry::{self, Metrics};
 use anyhow::Context as _;
 use kube::Client;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// How long the DNS server waits for the identity key, for its cookie secret.
-const COOKIE_KEY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const COOKIE_KEY_WAIT: Duration = Duration::from_secs(10);
 
 /// The task serving (or pushing) the zone; it ends only on failure.
 type ZoneTask = tokio::task::JoinHandle<anyhow::Result<()>>;
@@ -113,7 +114,7 @@ struct Shared {
     guard: LeaderGuard,
     namespace: String,
     metrics: Arc<Metrics>,
-    readiness: Arc<Readiness>,
+    health: Arc<Health>,
     domains: Arc<Domains>,
     trust: watch::Receiver<TrustState>,
 }
@@ -134,7 +135,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let namespace = operator_namespace(args.namespace.clone());
     let metrics = Arc::new(Metrics::default());
     metrics.register(|r| guard.register(r));
-    let readiness = Arc::new(Readiness::default());
+    let health = Arc::new(Health::default());
     let (domains, watch_domains) = Domains::start(
         client.clone(),
         args.selector.as_deref(),
@@ -151,12 +152,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     follower.check().await?;
     let (trust_tx, trust) = watch::channel(TrustState::Starting);
     let following = tokio::spawn(follower.run(trust_tx));
-    tokio::spawn(ready_when_trusted(trust.clone(), readiness.clone()));
+    health.ready_when(
+        "identity",
+        identity_loaded(
+            trust.clone(),
+            format!("{namespace}/{}", identity::SECRET_NAME),
+        ),
+    );
+    health.ready_when("watch", domains.fresh_within(args.stale_after));
     tracing::info!(%namespace, zone = %plan.zone.zone, role = ?args.role, "following the identity Secret");
     let http = tokio::spawn(http::serve(
         args.http_listen,
         metrics.clone(),
-        readiness.clone(),
+        health.clone(),
     ));
     let shared = Shared {
         client,
@@ -165,11 +173,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         guard,
         namespace,
         metrics,
-        readiness,
+        health,
         domains,
         trust,
     };
     let watch_domains = tokio::spawn(watch_domains);
+    let (probing, plain) = (shared.domains.clone(), shared.plain.clone());
+    let every = (args.stale_after / 5).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    tokio::spawn(async move { probing.probe(plain, every).await });
     let running = async {
         match args.role {
             Role::Dns => serve_dns(&args, plan, &shared).await,
@@ -184,15 +195,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Marks the process ready for the identity key while a key is in use.
-async fn ready_when_trusted(mut trust: watch::Receiver<TrustState>, readiness: Arc<Readiness>) {
-    loop {
-        let trusted = matches!(*trust.borrow_and_update(), TrustState::Trusted(_));
-        readiness.identity.store(trusted, Ordering::Relaxed);
-        if trust.changed().await.is_err() {
-            return;
-        }
-    }
+/// A readiness check: an identity key is in use.
+fn identity_loaded(trust: watch::Receiver<TrustState>, secret: String) -> telemetry::health::Check {
+    Box::new(move || match &*trust.borrow() {
+        TrustState::Trusted(_) => Ok(()),
+        TrustState::Starting => Err("the identity Secret has not been read yet".into()),
+        TrustState::Refused(problem) => Err(problem.message(&secret)),
+    })
 }
 
 /// `--role dns`: serves the zone until SIGTERM; writes nothing.
@@ -202,7 +211,7 @@ async fn serve_dns(args: &RunArgs, plan: Plan, s: &Shared) -> anyhow::Result<()>
         r = zone_task => r.context("the DNS zone task stopped")?.context("the DNS zone failed")?,
         () = shutdown_signal() => tracing::info!("shutting down"),
     }
-    s.readiness.draining.store(true, Ordering::Relaxed);
+    s.health.drain();
     drain(args).await;
     Ok(())
 }
@@ -241,6 +250,10 @@ async fn control(args: &RunArgs, plan: Plan, s: &Shared) -> anyhow::Result<()> {
         s.metrics.clone(),
         s.domains.clone(),
     ));
+    s.health.live_when(
+        "controller",
+        ctx.progress.within("reconciles", args.stuck_after),
+    );
     let leading = leader_rx.clone();
     tokio::select! {
         () = controller::runner::run(ctx, leader_rx) => anyhow::bail!("the controller stopped"),
@@ -250,7 +263,7 @@ async fn control(args: &RunArgs, plan: Plan, s: &Shared) -> anyhow::Result<()> {
     // The controller has stopped (select dropped it): take no new traffic, hand
     // the lease over now rather than let the next leader wait for it to run out,
     // and keep answering DNS while load balancers drop this replica.
-    s.readiness.draining.store(true, Ordering::Relaxed);
+    s.health.drain();
     if let Some(task) = election {
         task.abort();
         if *leading.borrow() {
@@ -288,10 +301,16 @@ async fn start_zone(
     rfc2136: Option<Rfc2136Config>,
     s: &Shared,
 ) -> anyhow::Result<(Arc<dyn Publisher>, ZoneTask)> {
-    let ready = {
-        let readiness = s.readiness.clone();
-        move || readiness.zone.store(true, Ordering::Relaxed)
-    };
+    let loaded = Arc::new(Flag::default());
+    let check = loaded.clone();
+    s.health.ready_when(
+        "zone",
+        Box::new(move || match check.get() {
+            true => Ok(()),
+            false => Err("not built yet from a complete list of SendingDomains".into()),
+        }),
+    );
+    let ready = move || loaded.set(true);
     let Some(config) = rfc2136 else {
         let handle = ZoneHandle::new();
         let server = match args.role {
@@ -302,7 +321,10 @@ async fn start_zone(
         if server.is_some() {
             s.metrics.register(|r| handle.metrics().register(r));
         }
-        tokio::spawn(keep_publishing(
+        // The zone follows the cache for as long as the process runs: if that
+        // ever stops, so does the process (a replica serving a zone frozen in
+        // time must not stay up).
+        let publishing = tokio::spawn(keep_publishing(
             s.domains.clone(),
             zone.clone(),
             s.trust.clone(),
@@ -310,20 +332,25 @@ async fn start_zone(
             s.metrics.clone(),
             ready,
         ));
+        let publishing = async move {
+            publishing.await?;
+            anyhow::bail!(
+                "the zone builder stopped: the SendingDomain watch or the identity follower ended"
+            )
+        };
         let Some(server) = server else {
             tracing::info!(zone = %zone.zone, "building the zone to follow what the DNS replicas serve (no DNS listener)");
-            let task = tokio::spawn(futures::future::pending());
-            return Ok((Arc::new(handle), task));
+            return Ok((Arc::new(handle), tokio::spawn(publishing)));
         };
         tracing::info!(listen = %server.local_addr(), zone = %zone.zone, "serving the zone (UDP and TCP)");
         let mut dns = dns;
         dns.cookies = cookie_secrets(args, s.trust.clone()).await;
         let serving = handle.clone();
         let task = tokio::spawn(async move {
-            server
-                .run_with(serving, dns, futures::future::pending())
-                .await
-                .map_err(anyhow::Error::from)
+            tokio::select! {
+                r = server.run_with(serving, dns, futures::future::pending()) => r.map_err(anyhow::Error::from),
+                r = publishing => r,
+            }
         });
         return Ok((Arc::new(handle), task));
     };

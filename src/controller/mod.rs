@@ -15,13 +15,15 @@ use crate::core::status::events::Event as StatusEvent;
 use crate::core::status::schedule::Intervals;
 use crate::core::trust::Trust;
 use crate::core::verify::{Control, Outcome};
+use crate::telemetry::health::Progress;
 use crate::telemetry::{Metrics, OutcomeLabels};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 use pools::{FairPool, Pace};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -107,6 +109,10 @@ pub struct Context {
     /// replica becomes the leader and starts a new controller: the previous
     /// one's cache stopped following the API when it stopped.
     secrets: RwLock<Option<Store<Secret>>>,
+    /// Reconciles in flight and finishing (for /healthz).
+    pub progress: Arc<Progress>,
+    /// Failed reconciles in a row, per SendingDomain (for the retry back-off).
+    failures: Mutex<HashMap<ObjectRef<SendingDomain>, u32>>,
 }
 
 impl Context {
@@ -137,7 +143,31 @@ impl Context {
             metrics,
             domains,
             secrets: RwLock::new(None),
+            progress: Arc::default(),
+            failures: Mutex::default(),
         }
+    }
+
+    /// Counts one more failed reconcile of `sd` in a row; returns the count.
+    pub fn failed(&self, sd: &SendingDomain) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(ObjectRef::from_obj(sd)).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// `sd` reconciled: its next failure starts the back-off afresh.
+    pub fn succeeded(&self, sd: &SendingDomain) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if !f.is_empty() {
+            f.remove(&ObjectRef::from_obj(sd));
+        }
+    }
+
+    /// Forgets the failures of SendingDomains no longer in the cache.
+    pub fn forget_gone(&self, store: &Store<SendingDomain>) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        f.retain(|r, _| store.get(r).is_some());
     }
 
     /// The trust to reconcile under, or why there is none: the identity key is

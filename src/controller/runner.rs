@@ -28,8 +28,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How long a failed reconcile waits before the next attempt.
-pub const ERROR_REQUEUE: Duration = Duration::from_secs(10);
+/// The wait after a first failed reconcile; it doubles with each failure in a
+/// row, up to [`ERROR_REQUEUE_MAX`], and is jittered (see [`retry_after`]).
+pub const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// The longest wait between failed reconciles of one SendingDomain.
+pub const ERROR_REQUEUE_MAX: Duration = Duration::from_secs(300);
 /// How often `anypost_sendingdomains` is recounted.
 pub const COUNT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -100,11 +103,11 @@ async fn term(ctx: Arc<Context>) {
     let controller = Controller::for_shared_stream(ctx.domains.subscribe(), store.clone())
         .owns_stream(secret_events)
         .reconcile_all_on(everything_again)
-        .run(reconcile, error_policy, ctx.clone())
+        .run(tracked, error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
     tokio::select! {
         () = controller => {}
-        () = count_domains(store, ctx.metrics.clone()) => {}
+        () = count_domains(store, ctx.clone()) => {}
         () = count_secrets(secret_store, ctx.metrics.clone()) => {}
     }
 }
@@ -176,13 +179,45 @@ fn error_policy(sd: Arc<SendingDomain>, err: &Error, ctx: Arc<Context>) -> Actio
         error = %err,
         "reconcile failed"
     );
-    Action::requeue(ERROR_REQUEUE)
+    Action::requeue(retry_after(ctx.failed(&sd), random_unit()))
 }
 
-/// Keeps `anypost_sendingdomains` up to date from the cache.
-async fn count_domains(store: Store<SendingDomain>, metrics: Arc<Metrics>) {
+/// A reconcile, counted for /healthz, its failures in a row for the back-off.
+async fn tracked(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _working = ctx.progress.begin();
+    let result = reconcile(sd.clone(), ctx.clone()).await;
+    if result.is_ok() {
+        ctx.succeeded(&sd);
+    }
+    result
+}
+
+/// The wait before retrying a SendingDomain whose reconcile failed `failures`
+/// times in a row: [`ERROR_REQUEUE`] doubled per failure up to
+/// [`ERROR_REQUEUE_MAX`], then between half of that and all of it (`jitter`,
+/// 0 to 1), so that many domains failing together (an API or resolver outage)
+/// do not all come back in the same second.
+pub fn retry_after(failures: u32, jitter: f64) -> Duration {
+    let doubled = ERROR_REQUEUE.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled
+        .min(ERROR_REQUEUE_MAX)
+        .mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+}
+
+/// A random number from 0 to 1.
+fn random_unit() -> f64 {
+    let mut b = [0u8; 2];
+    getrandom::fill(&mut b).unwrap_or(());
+    f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
+}
+
+/// Keeps `anypost_sendingdomains` up to date from the cache (and drops the
+/// failure counts of SendingDomains that are gone).
+async fn count_domains(store: Store<SendingDomain>, ctx: Arc<Context>) {
+    let metrics = &ctx.metrics;
     let mut shown: Vec<ReadyLabels> = Vec::new();
     loop {
+        ctx.forget_gone(&store);
         let counts = count_by_ready(&store.state());
         for gone in shown.iter().filter(|l| !counts.contains_key(*l)) {
             metrics.domains.remove(gone);
@@ -225,6 +260,23 @@ pub fn count_by_ready(domains: &[Arc<SendingDomain>]) -> HashMap<ReadyLabels, i6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_reconciles_back_off_doubling_to_a_cap_with_jitter_below() {
+        let s = Duration::from_secs;
+        // No jitter drawn (1.0): the full wait.
+        let full: Vec<Duration> = (1..=8).map(|n| retry_after(n, 1.0)).collect();
+        assert_eq!(
+            full,
+            [s(5), s(10), s(20), s(40), s(80), s(160), s(300), s(300)]
+        );
+        // Jitter takes off up to half, never more, never adds.
+        assert_eq!(retry_after(1, 0.0), Duration::from_millis(2500));
+        assert_eq!(retry_after(3, 0.5), s(15));
+        // Thousands of failures in a row neither overflow nor exceed the cap.
+        assert_eq!(retry_after(u32::MAX, 1.0), s(300));
+        assert_eq!(retry_after(0, 1.0), s(5));
+    }
     use crate::core::api::{SendingDomainSpec, SendingDomainStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 

@@ -11,6 +11,7 @@ mod demo;
 mod dns_embedded;
 mod dns_internet;
 mod gitops;
+mod health;
 mod leadership;
 mod observability;
 mod pods;

@@ -15,6 +15,7 @@
 //! moment the apiserver stores it.
 
 use crate::core::api::{SendingDomain, SendingDomainSpec};
+use crate::telemetry::health::Failing;
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -32,6 +33,8 @@ type ByDomain = HashMap<String, HashMap<Ref, Arc<SendingDomain>>>;
 pub struct AllClaims {
     state: Mutex<State>,
     loaded: watch::Sender<bool>,
+    /// Since when the watch has failed.
+    failing: Arc<Failing>,
 }
 
 #[derive(Default)]
@@ -73,6 +76,7 @@ impl AllClaims {
         let claims = Arc::new(AllClaims {
             state: Mutex::default(),
             loaded: watch::channel(false).0,
+            failing: Arc::default(),
         });
         let me = claims.clone();
         let api: Api<SendingDomain> = Api::all(client);
@@ -84,15 +88,24 @@ impl AllClaims {
         let drive = events.for_each(move |event| {
             match event {
                 Ok(event) => {
+                    me.failing.ok();
                     for domain in me.apply(event) {
                         changed(&domain);
                     }
                 }
-                Err(error) => tracing::warn!(%error, "watching all SendingDomains (for claims) failed; retrying"),
+                Err(error) => {
+                    me.failing.failed();
+                    tracing::warn!(%error, "watching all SendingDomains (for claims) failed; retrying");
+                }
             }
             std::future::ready(())
         });
         (claims, drive)
+    }
+
+    /// Since when the watch has failed, if it has.
+    pub fn failing(&self) -> &Arc<Failing> {
+        &self.failing
     }
 
     /// Takes in one watch event; returns the domains whose claims changed.

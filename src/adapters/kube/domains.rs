@@ -8,13 +8,16 @@
 
 use super::claims::AllClaims;
 use crate::core::api::{GROUP, SendingDomain};
+use crate::telemetry::health::{Check, Failing};
 use futures::{Stream, StreamExt};
+use kube::api::ListParams;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 type Ref = ObjectRef<SendingDomain>;
@@ -34,6 +37,11 @@ pub struct Domains {
     /// Every claim in the cluster, when `selector` limits the cache: claims are
     /// judged across shards (see [`super::claims`]).
     all_claims: Option<Arc<AllClaims>>,
+    /// Since when the watch has failed (for readiness: the zone may be stale).
+    failing: Arc<Failing>,
+    /// Since when the API has been out of reach ([`Domains::probe`]): a watch
+    /// cut off without an error is as stale as a failing one.
+    unreachable: Arc<Failing>,
 }
 
 #[derive(Default)]
@@ -91,6 +99,8 @@ impl Domains {
                 subscribers: Mutex::default(),
                 claims: Mutex::default(),
                 all_claims,
+                failing: Arc::default(),
+                unreachable: Arc::default(),
             }
         });
         let me = domains.clone();
@@ -100,8 +110,14 @@ impl Domains {
             .reflect(writer);
         let drive = events.for_each(move |event| {
             match event {
-                Ok(event) => me.changed(event),
-                Err(error) => tracing::warn!(%error, "watching SendingDomains failed; retrying"),
+                Ok(event) => {
+                    me.failing.ok();
+                    me.changed(event);
+                }
+                Err(error) => {
+                    me.failing.failed();
+                    tracing::warn!(%error, "watching SendingDomains failed; retrying");
+                }
             }
             std::future::ready(())
         });
@@ -184,6 +200,47 @@ impl Domains {
             subscribers.retain(|tx| wake.iter().all(|sd| tx.send(sd.clone()).is_ok()));
         }
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// A readiness check: fails once a watch (of this installation's
+    /// SendingDomains, or of every claim when sharded) has failed for longer
+    /// than `bound`, since the cache, and every zone built from it, may then be
+    /// stale.
+    pub fn fresh_within(&self, bound: Duration) -> Check {
+        let own = self.failing.within("the SendingDomain watch", bound);
+        let api = self.unreachable.within("reaching the API", bound);
+        let claims = self
+            .all_claims
+            .as_ref()
+            .map(|c| c.failing().within("the watch of every claim", bound));
+        Box::new(move || {
+            own()?;
+            api()?;
+            claims.as_ref().map_or(Ok(()), |c| c())
+        })
+    }
+
+    /// Asks the API for one SendingDomain (served from the apiserver's cache)
+    /// every `every`, each answer due within `every`, for as long as it runs:
+    /// a watch whose connection hangs without an error delivers nothing and
+    /// reports nothing, so this is how a replica cut off from the API learns it.
+    pub async fn probe(&self, client: Client, every: Duration) {
+        let api: Api<SendingDomain> = Api::all(client);
+        let params = ListParams::default().limit(1).match_any();
+        loop {
+            match tokio::time::timeout(every, api.list_metadata(&params)).await {
+                Ok(Ok(_)) => self.unreachable.ok(),
+                Ok(Err(error)) => {
+                    self.unreachable.failed();
+                    tracing::debug!(%error, "the API probe failed");
+                }
+                Err(_) => {
+                    self.unreachable.failed();
+                    tracing::debug!("the API probe got no answer in time");
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     /// The cache.

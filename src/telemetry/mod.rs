@@ -1,7 +1,10 @@
-//! Logs and the metrics registry: a leaf every layer above the core may use.
+//! Logs, the metrics registry and the health checks: a leaf every layer above
+//! the core may use.
 //!
 //! Metric labels are fixed vocabularies (error categories, outcomes), never object
 //! names or error text, so label sets stay bounded however many domains there are.
+
+pub mod health;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
