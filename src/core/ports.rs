@@ -16,6 +16,13 @@ pub enum Published {
         reason: Reason,
         message: String,
     },
+    /// The backend cannot tell now (an RFC2136 server out of reach since the
+    /// start): a domain status reported published stays published; any other
+    /// reports `reason` and `message`.
+    Unknown {
+        reason: Reason,
+        message: String,
+    },
 }
 
 /// The zone a controller publishes through.

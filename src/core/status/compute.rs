@@ -395,6 +395,9 @@ pub fn compute(i: Inputs<'_>) -> SendingDomainStatus {
         Published::No { reason, message } => {
             Desired::new(T::RecordsPublished, S::False, *reason, message.clone())
         }
+        Published::Unknown { reason, message } => {
+            Desired::new(T::RecordsPublished, S::False, *reason, message.clone())
+        }
     };
     let ready = ready(&i.published, &published.message, &v);
     let (dmarc, dmarc_condition) = dmarc_advice(&i);
@@ -590,6 +593,17 @@ pub fn shown_published(
     previous: &SendingDomainStatus,
     signing_only: impl FnOnce() -> Published,
 ) -> Published {
+    if let Published::Unknown { reason, message } = full {
+        // Nothing new is known: a published domain stays published, any other
+        // keeps waiting, with the reason why nothing is known.
+        return match cond::is_true(&previous.conditions, T::RecordsPublished) {
+            true => Published::Yes,
+            false => Published::No {
+                reason: *reason,
+                message: message.clone(),
+            },
+        };
+    }
     if *full != Published::Yes
         && cond::is_true(&previous.conditions, T::RecordsPublished)
         && signing_only() == Published::Yes
@@ -876,6 +890,28 @@ mod tests {
             shown_published(&publishing(), &prev, publishing),
             publishing()
         );
+    }
+
+    #[test]
+    fn when_the_backend_cannot_tell_what_status_reported_stands() {
+        let unknown = Published::Unknown {
+            reason: Reason::SyncFailed,
+            message: "the server is out of reach".into(),
+        };
+        let asked = || -> Published { unreachable!("nothing else is asked") };
+        assert_eq!(
+            shown_published(&unknown, &with_published(S::True), asked),
+            Published::Yes
+        );
+        for prev in [SendingDomainStatus::default(), with_published(S::False)] {
+            assert_eq!(
+                shown_published(&unknown, &prev, asked),
+                Published::No {
+                    reason: Reason::SyncFailed,
+                    message: "the server is out of reach".into()
+                }
+            );
+        }
     }
 
     #[test]

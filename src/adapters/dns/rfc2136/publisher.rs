@@ -20,6 +20,13 @@ struct PublisherState {
 /// The controller's view of the rfc2136 backend, shared with the sync loop: a
 /// domain's records are published when the last successful sync left them on
 /// the server.
+///
+/// A failing sync changes nothing about that: an outage of the server (or of
+/// the way to it) is reported once, by the sync loop (log, metrics, alert), and
+/// only a domain whose records the last successful sync showed absent turns
+/// `RecordsPublished=False` (reason `SyncFailed`, with the error). Before the
+/// first successful read (a start during an outage), nothing is known, and what
+/// each status reported stands.
 #[derive(Clone)]
 pub struct Rfc2136Publisher {
     zone: String,
@@ -88,26 +95,38 @@ impl Publisher for Rfc2136Publisher {
             let s = self.state();
             (s.synced.clone(), s.failure.clone())
         };
-        if let Some(error) = failure {
-            return Published::No {
-                reason: Reason::SyncFailed,
-                message: format!("{error}; retrying with backoff"),
+        let Some(zone) = synced else {
+            let waiting = format!(
+                "waiting for the first read of zone {} from {}",
+                self.zone, self.server
+            );
+            return match failure {
+                Some(e) => Published::Unknown {
+                    reason: Reason::SyncFailed,
+                    message: format!("{waiting}: {e}; retrying with backoff"),
+                },
+                None => Published::Unknown {
+                    reason: Reason::Publishing,
+                    message: waiting,
+                },
             };
+        };
+        if serves(&zone, token, public_keys) {
+            return Published::Yes;
         }
-        match synced {
-            Some(zone) if serves(&zone, token, public_keys) => Published::Yes,
-            Some(_) => Published::No {
-                reason: Reason::Publishing,
+        match failure {
+            Some(error) => Published::No {
+                reason: Reason::SyncFailed,
                 message: format!(
-                    "the next sync to {} publishes the records at {token}.{}",
-                    self.server, self.zone
+                    "the records at {token}.{} are not on the server yet: {error}; retrying with backoff",
+                    self.zone
                 ),
             },
             None => Published::No {
                 reason: Reason::Publishing,
                 message: format!(
-                    "waiting for the first sync of zone {} to {}",
-                    self.zone, self.server
+                    "the next sync to {} publishes the records at {token}.{}",
+                    self.server, self.zone
                 ),
             },
         }
@@ -137,26 +156,40 @@ mod tests {
         (dir, c)
     }
 
+    fn refused() -> Error {
+        Error::Axfr {
+            zone: "anypost.test".into(),
+            server: "127.0.0.1:5300".parse().unwrap(),
+            key: "anypost-key".into(),
+            reason: "connecting: Connection refused".into(),
+        }
+    }
+
+    fn no(p: &Rfc2136Publisher, token: &str, keys: &[&str]) -> (Reason, String) {
+        match p.published(token, keys) {
+            Published::No { reason, message } => (reason, message),
+            other => panic!("expected No, got {other:?}"),
+        }
+    }
+
     #[test]
     fn published_follows_the_last_sync() {
         let (_dir, rc) = test_config();
         let c = cfg();
         let p = Rfc2136Publisher::new(&c.zone, &rc);
         let keys = ["QUJD", "REVG"];
-        let no = |p: &Rfc2136Publisher| match p.published(T1, &keys) {
-            Published::No { reason, message } => (reason, message),
-            Published::Yes => panic!("published"),
-        };
-        let (reason, message) = no(&p);
-        assert_eq!(reason, Reason::Publishing);
-        assert!(
-            message.contains("first sync") && message.contains("127.0.0.1:5300"),
-            "{message}"
-        );
+        // Before the first read nothing is known: status stands.
+        match p.published(T1, &keys) {
+            Published::Unknown { message, .. } => assert!(
+                message.contains("first read") && message.contains("127.0.0.1:5300"),
+                "{message}"
+            ),
+            other => panic!("{other:?}"),
+        }
         assert!(!p.absent(T1));
 
         p.succeeded(c.apex_zone());
-        assert_eq!(no(&p).0, Reason::Publishing);
+        assert_eq!(no(&p, T1, &keys).0, Reason::Publishing);
         assert!(p.absent(T1));
 
         let d = domain(
@@ -177,21 +210,7 @@ mod tests {
         assert!(p.absent("qrstuvwxyz234567"));
         // A key the server does not have yet.
         let other = ["QUJD", "WFla"];
-        assert!(matches!(p.published(T1, &other), Published::No { .. }));
-
-        let err = Error::Axfr {
-            zone: c.zone.clone(),
-            server: rc.server,
-            key: rc.key_name.clone(),
-            reason: "connecting: Connection refused".into(),
-        };
-        p.failed(&err);
-        let (reason, message) = no(&p);
-        assert_eq!(reason, Reason::SyncFailed);
-        assert!(
-            message.contains("127.0.0.1:5300") && message.contains("TSIG key anypost-key"),
-            "{message}"
-        );
+        assert_eq!(no(&p, T1, &other).0, Reason::Publishing);
         p.succeeded(desired_zone(
             &c,
             &crate::core::trust::Trust::as_written(),
@@ -199,5 +218,53 @@ mod tests {
         ));
         assert!(p.last_error().is_none());
         assert!(p.absent(T1));
+    }
+
+    /// An outage of the server is not news for every domain: records the last
+    /// good sync left there are still published; only those it showed absent
+    /// report the failure.
+    #[test]
+    fn a_failing_sync_flips_only_domains_whose_records_were_absent() {
+        let (_dir, rc) = test_config();
+        let c = cfg();
+        let p = Rfc2136Publisher::new(&c.zone, &rc);
+        let keys = ["QUJD", "REVG"];
+        let d = domain(
+            "a",
+            "example.com",
+            T1,
+            &[("anypost1", "QUJD"), ("anypost2", "REVG")],
+            false,
+            1,
+        );
+        p.succeeded(desired_zone(
+            &c,
+            &crate::core::trust::Trust::as_written(),
+            &[d],
+        ));
+        p.failed(&refused());
+        assert_eq!(p.published(T1, &keys), Published::Yes);
+        for (token, keys) in [(T1, &["QUJD", "WFla"]), ("qrstuvwxyz234567", &keys)] {
+            let (reason, message) = no(&p, token, keys);
+            assert_eq!(reason, Reason::SyncFailed);
+            assert!(
+                message.contains("127.0.0.1:5300") && message.contains("TSIG key anypost-key"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_start_during_an_outage_knows_nothing_and_says_why() {
+        let (_dir, rc) = test_config();
+        let p = Rfc2136Publisher::new(&cfg().zone, &rc);
+        p.failed(&refused());
+        match p.published(T1, &["QUJD"]) {
+            Published::Unknown { reason, message } => {
+                assert_eq!(reason, Reason::SyncFailed);
+                assert!(message.contains("Connection refused"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
