@@ -7,13 +7,15 @@
 //!     from 64 sources in 127.66.0.0/16 (16 /24s), none with a cookie, standing
 //!     for victims whose addresses an attacker forges. Meanwhile a legitimate
 //!     client at 127.55.0.1 sends 50 queries/s from the list and, like a
-//!     resolver, retries over TCP when a response is truncated. Prints
+//!     resolver, retries once after 500 ms without an answer, and over TCP when
+//!     a response is truncated. Prints
 //!     `bytes_in bytes_out legit_sent legit_answered legit_over_tcp`.
 //!
 //!   dns_flood tcp SERVER QUERIES SECONDS CONNECTIONS PID
-//!     CONNECTIONS idle TCP connections held open (re-opened when closed)
-//!     while a legitimate client makes one query per new connection, 20 per
-//!     second; the server's RSS (process PID) is sampled throughout. Prints
+//!     CONNECTIONS idle TCP connections from 16 networks in 127.77.0.0/16 held
+//!     open (re-opened when closed) while a legitimate client at 127.55.0.1
+//!     makes one query per new connection, 20 per second; the server's RSS
+//!     (process PID) is sampled throughout. Prints
 //!     `held_max legit_sent legit_answered rss_before_kb rss_peak_kb`.
 
 use std::io::{Read, Write};
@@ -56,9 +58,24 @@ fn read_queries(path: &str) -> Result<Vec<(String, String)>, Error> {
         .collect())
 }
 
+/// A TCP connection to `server` from the loopback address `from`.
+fn connect_from(
+    from: Ipv4Addr,
+    server: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.bind(&SocketAddr::from((from, 0)).into())?;
+    s.connect_timeout(&server.into(), timeout)?;
+    Ok(s.into())
+}
+
+/// The legitimate client's address: in no network the floods use.
+const LEGIT: Ipv4Addr = Ipv4Addr::new(127, 55, 0, 1);
+
 /// One query over TCP on a new connection: whether an answer came back.
 fn tcp_query(server: SocketAddr, q: &[u8]) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&server, Duration::from_secs(2)) else {
+    let Ok(mut s) = connect_from(LEGIT, server, Duration::from_secs(2)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -72,6 +89,17 @@ fn tcp_query(server: SocketAddr, q: &[u8]) -> bool {
     s.read_exact(&mut buf).is_ok() && buf[..2] == q[..2]
 }
 
+/// Sends `q` and waits for its answer: whether it came truncated, or `None`.
+fn exchange(sock: &UdpSocket, server: SocketAddr, q: &[u8], buf: &mut [u8]) -> Option<bool> {
+    sock.send_to(q, server).ok()?;
+    loop {
+        let (n, _) = sock.recv_from(buf).ok()?;
+        if n >= 12 && buf[..2] == q[..2] {
+            return Some(buf[2] & 0x02 != 0);
+        }
+    }
+}
+
 /// The legitimate client: `per_second` queries from the list until `stop`,
 /// each retried over TCP when truncated. (sent, answered, over TCP).
 fn legit(
@@ -80,7 +108,7 @@ fn legit(
     per_second: u32,
     stop: &AtomicBool,
 ) -> (u64, u64, u64) {
-    let Ok(sock) = UdpSocket::bind((Ipv4Addr::new(127, 55, 0, 1), 0)) else {
+    let Ok(sock) = UdpSocket::bind((LEGIT, 0)) else {
         return (0, 0, 0);
     };
     let _ = sock.set_read_timeout(Some(Duration::from_millis(500)));
@@ -93,19 +121,18 @@ fn legit(
         let id = (sent as u16).wrapping_mul(31).wrapping_add(1);
         let q = query(id, name, rtype);
         sent += 1;
-        if sock.send_to(&q, server).is_ok() {
-            while let Ok((n, _)) = sock.recv_from(&mut buf) {
-                if n < 12 || buf[..2] != id.to_be_bytes() {
-                    continue;
-                }
-                if buf[2] & 0x02 == 0 {
-                    answered += 1;
-                } else if tcp_query(server, &q) {
+        // Like a resolver: one retry after a timeout, TCP after a truncation.
+        for _ in 0..2 {
+            match exchange(&sock, server, &q, &mut buf) {
+                Some(false) => answered += 1,
+                Some(true) if tcp_query(server, &q) => {
                     answered += 1;
                     tcp += 1;
                 }
-                break;
+                Some(true) => {}
+                None => continue,
             }
+            break;
         }
         std::thread::sleep(gap.saturating_sub(started.elapsed()));
     }
@@ -199,11 +226,12 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Holds one idle connection open until `stop`, re-opening it when closed.
-fn hold(server: SocketAddr, open: &AtomicU64, stop: &AtomicBool) {
+/// Holds one idle connection from `from` open until `stop`, re-opening it when
+/// closed.
+fn hold(server: SocketAddr, from: Ipv4Addr, open: &AtomicU64, stop: &AtomicBool) {
     let mut buf = [0u8; 64];
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut s) = TcpStream::connect_timeout(&server, Duration::from_secs(1)) else {
+        let Ok(mut s) = connect_from(from, server, Duration::from_secs(1)) else {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
@@ -236,11 +264,13 @@ fn tcp(
     let stop = Arc::new(AtomicBool::new(false));
     let open = Arc::new(AtomicU64::new(0));
     let holders: Vec<_> = (0..connections)
-        .map(|_| {
+        .map(|i| {
             let (stop, open) = (stop.clone(), open.clone());
+            // 16 networks: 127.77.0.0/24 to 127.77.15.0/24.
+            let from = Ipv4Addr::new(127, 77, (i % 16) as u8, (i / 16 % 250 + 1) as u8);
             std::thread::Builder::new()
                 .stack_size(64 * 1024)
-                .spawn(move || hold(server, &open, &stop))
+                .spawn(move || hold(server, from, &open, &stop))
         })
         .collect::<Result<_, _>>()?;
     let (mut held_max, mut rss_peak, mut sent, mut answered) = (0, rss_before, 0u64, 0u64);

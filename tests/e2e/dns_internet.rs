@@ -280,12 +280,14 @@ async fn tcp_connections_are_capped_and_closed_when_idle_or_old() {
     let t = closed_after(&slow, Duration::from_secs(3)).expect("a stalled message is dropped");
     assert!(t < Duration::from_secs(1), "{t:?}");
 
-    // At the cap, a new client takes the place of an idle one and is answered.
+    // At the cap, a client from another network takes the place of an idle
+    // connection of the network holding them all, and is answered; one more
+    // from that network is turned away instead.
     let held: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(s.addr).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(100));
-    let mut fresh = TcpStream::connect(s.addr).unwrap();
+    let mut fresh = connect_from("127.55.0.1", s.addr).await;
     assert!(
         tcp_query(&mut fresh, 77),
         "a new client is answered at the cap"
@@ -295,6 +297,26 @@ async fn tcp_connections_are_capped_and_closed_when_idle_or_old() {
         .filter(|h| closed_after(h, Duration::from_millis(100)).is_some())
         .count();
     assert_eq!(evicted, 1, "one idle connection made room");
+    let more = TcpStream::connect(s.addr).unwrap();
+    assert!(
+        closed_after(&more, Duration::from_secs(1)).is_some(),
+        "the flooding network gets no more"
+    );
+    assert!(
+        tcp_query(&mut fresh, 78),
+        "the new client keeps its connection"
+    );
+}
+
+/// A TCP connection to `to` from the local address `from`.
+async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    let stream = socket.connect(to).await.unwrap().into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
 }
 
 /// A query with EDNS and, if given, a cookie option.

@@ -6,12 +6,16 @@
 //! connection is ever queued). Memory stays bounded by the cap whatever clients
 //! do.
 //!
-//! At the cap, a new connection takes the place of the one idle longest, so
-//! that a flood of idle connections cannot lock real clients out.
+//! At the cap, a new connection takes the place of the connection idle longest
+//! from the source prefix (/24, /56) holding the most connections, unless it
+//! comes from that prefix itself: then it is closed at once. So a flood of idle
+//! connections from a few networks cannot lock real clients out, and cannot
+//! push out other networks' connections by reconnecting.
 
 use super::request::Shared;
 use super::request::{Fast, Worker};
 use hickory_net::xfer::Protocol;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +52,8 @@ impl Default for TcpLimits {
 /// One open connection, as the accept loop sees it.
 struct Slot {
     id: u64,
+    /// The source prefix (/24 or /56).
+    prefix: u128,
     /// Milliseconds since the server started of its last request (or opening).
     last_active: Arc<AtomicU64>,
     /// Whether it is between requests (only those are evicted).
@@ -62,13 +68,38 @@ struct Table {
     next_id: u64,
 }
 
+/// The network a connection comes from, for fairness between sources.
+fn prefix(ip: std::net::IpAddr) -> u128 {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => u128::from(u32::from(v4) & 0xffff_ff00),
+        std::net::IpAddr::V6(v6) => (u128::from(v6) & (u128::MAX << 72)) | 1,
+    }
+}
+
 impl Table {
-    /// Evicts the connection idle longest; false if none is idle.
-    fn evict_idlest(&mut self) -> bool {
+    /// Makes room for a connection from `newcomer` at the cap: evicts the
+    /// connection idle longest of the prefix holding the most connections, or,
+    /// when no prefix holds more than one and the newcomer's holds none, the
+    /// connection idle longest of all. False (no room) when the newcomer's own
+    /// prefix holds about as many as any other, or nothing there is idle.
+    fn make_room(&mut self, newcomer: u128) -> bool {
+        let mut counts: HashMap<u128, usize> = HashMap::new();
+        for s in &self.slots {
+            *counts.entry(s.prefix).or_default() += 1;
+        }
+        let own = counts.get(&newcomer).copied().unwrap_or(0);
+        let Some((&top, &most)) = counts.iter().max_by_key(|(_, n)| **n) else {
+            return false;
+        };
+        let from = match (own + 1 < most, own) {
+            (true, _) => Some(top),
+            (false, 0) => None,
+            (false, _) => return false,
+        };
         let idlest = self
             .slots
             .iter()
-            .filter(|s| s.idle.load(Ordering::Relaxed))
+            .filter(|s| from.is_none_or(|p| s.prefix == p) && s.idle.load(Ordering::Relaxed))
             .min_by_key(|s| s.last_active.load(Ordering::Relaxed));
         match idlest {
             Some(slot) => {
@@ -100,9 +131,10 @@ pub(super) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, limits
         let mut t = table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let source = prefix(src.ip());
         if t.slots.len() >= limits.max_connections {
             metrics.tcp_refused.inc();
-            if !t.evict_idlest() {
+            if !t.make_room(source) {
                 continue;
             }
         }
@@ -110,6 +142,7 @@ pub(super) async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, limits
         let now = epoch.elapsed().as_millis() as u64;
         let slot = Slot {
             id: t.next_id,
+            prefix: source,
             last_active: Arc::new(AtomicU64::new(now)),
             idle: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             close: Arc::new(Notify::new()),
@@ -229,5 +262,70 @@ impl Connection {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(conns: &[(&str, u64)]) -> Table {
+        let mut t = Table::default();
+        for (ip, last) in conns {
+            t.next_id += 1;
+            t.slots.push(Slot {
+                id: t.next_id,
+                prefix: prefix(ip.parse().unwrap()),
+                last_active: Arc::new(AtomicU64::new(*last)),
+                idle: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                close: Arc::new(Notify::new()),
+            });
+        }
+        t
+    }
+
+    fn left(t: &Table) -> Vec<u64> {
+        t.slots.iter().map(|s| s.id).collect()
+    }
+
+    #[test]
+    fn at_the_cap_the_network_holding_most_gives_way_not_the_newcomer() {
+        // Three from one /24, one from another (idle longest of all).
+        let flood = [
+            ("127.77.0.1", 5),
+            ("127.77.0.2", 3),
+            ("127.77.0.3", 9),
+            ("127.9.0.1", 1),
+        ];
+        let mut t = table(&flood);
+        assert!(t.make_room(prefix("127.55.0.1".parse().unwrap())));
+        assert_eq!(left(&t), [1, 3, 4], "the flood's idlest went");
+        // The flooding network reconnecting pushes out no one else.
+        let mut t = table(&flood);
+        assert!(!t.make_room(prefix("127.77.0.200".parse().unwrap())));
+        assert_eq!(left(&t), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn when_every_network_holds_one_a_new_network_takes_the_idlest() {
+        let mut t = table(&[("10.0.1.1", 5), ("10.0.2.1", 2), ("10.0.3.1", 7)]);
+        assert!(t.make_room(prefix("10.0.9.1".parse().unwrap())));
+        assert_eq!(left(&t), [1, 3]);
+        // One from a network already there is turned away.
+        assert!(!t.make_room(prefix("10.0.1.2".parse().unwrap())));
+        // IPv6 by /56: 2001:db8::/56 holds both.
+        let mut t = table(&[("2001:db8:0:1::1", 1), ("2001:db8:0:1:ff::2", 2)]);
+        assert!(t.make_room(prefix("2001:db8:0:200::1".parse().unwrap())));
+        assert_eq!(left(&t), [2]);
+    }
+
+    #[test]
+    fn a_busy_connection_is_never_evicted() {
+        let mut t = table(&[("10.0.1.1", 1), ("10.0.1.2", 2), ("10.0.1.3", 3)]);
+        for s in &t.slots {
+            s.idle.store(false, Ordering::Relaxed);
+        }
+        assert!(!t.make_room(prefix("10.0.9.1".parse().unwrap())));
+        assert_eq!(left(&t).len(), 3);
     }
 }
