@@ -958,7 +958,7 @@ mod through_the_operator {
     }
 
     #[tokio::test]
-    async fn a_typical_mistake_is_explained_and_the_fix_verifies_within_seconds() {
+    async fn a_typical_mistake_is_explained_and_the_fix_verifies() {
         let mut s = Setup::start("verify-fix").await;
         let st = s.published().await;
         let apex = &st.dns_records[0];
