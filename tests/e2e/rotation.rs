@@ -7,7 +7,7 @@
 //! replace it) fits in a test.
 
 use crate::controller::{ZONE, operator_args_with};
-use crate::support::dns_topology::{DnsTopology, OperatorZone, ZoneFile, free_port};
+use crate::support::dns_topology::{DnsTopology, OperatorZone, ZoneFile, reserve_port};
 use crate::support::tools::{dkimpy_sign_and_verify, openssl_key};
 use crate::support::{Operator, TestNs, eventually, random_suffix};
 use anyhow::{Context as _, ensure};
@@ -56,7 +56,9 @@ impl Setup {
     async fn start_with_bits(test: &str, bits: u32, dkim_extra: &str) -> Setup {
         let ns = TestNs::new(test).await;
         let run = ns.name.clone();
-        let zone_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        // Held until the operator starts: the resolver is told of it first.
+        let zone_port = reserve_port();
+        let zone_addr = zone_port.addr();
         let dns = DnsTopology::start(
             &[ZoneFile::new("example.com")],
             OperatorZone::At {
@@ -76,6 +78,7 @@ impl Setup {
                 ("--dkim-retire-after", RETIRE_AFTER),
             ],
         );
+        zone_port.release();
         let operator = Operator::start(test, &args.iter().map(String::as_str).collect::<Vec<_>>());
         let name = "shop";
         ns.apply_ok(&format!(

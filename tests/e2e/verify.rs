@@ -810,12 +810,11 @@ mod embedded {
 /// would.
 mod through_the_operator {
     use super::*;
-    use crate::support::dns_topology::free_port;
+    use crate::support::dns_topology::reserve_port;
     use crate::support::{Operator, TestNs, eventually, random_suffix};
     use anyhow::{Context as _, ensure};
     use anypost_operator::core::api::{DomainState, SendingDomain, SendingDomainStatus};
     use kube::Api;
-    use std::net::SocketAddr;
 
     const WAIT: Duration = Duration::from_secs(60);
 
@@ -840,7 +839,9 @@ mod through_the_operator {
         async fn start_with(test: &str, spec: &str) -> Setup {
             let ns = TestNs::new(test).await;
             let run = ns.name.clone();
-            let op_dns: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            // Held until the operator starts: the resolver is told of it first.
+            let op_port = reserve_port();
+            let op_dns = op_port.addr();
             let dns = DnsTopology::start(
                 &[ZoneFile::new("example.com")],
                 OperatorZone::At {
@@ -849,6 +850,7 @@ mod through_the_operator {
                 },
             )
             .await;
+            op_port.release();
             let operator = Operator::start(
                 test,
                 &[
