@@ -474,3 +474,257 @@ fn the_alert_rules_use_metrics_the_operator_exports() {
     ]);
     assert!(ok, "helm lint with the PrometheusRule failed:\n{out}{err}");
 }
+
+/// A place in the values: an object's property or an array's item.
+#[derive(Clone, Debug)]
+enum Seg {
+    Key(String),
+    Item,
+}
+
+/// One rule of values.schema.json and a value that breaks it: `value` set at
+/// `path` (`None`: the property left out), which helm must reject naming
+/// `pointer`.
+#[derive(Debug)]
+struct Breach {
+    rule: String,
+    path: Vec<Seg>,
+    value: Option<serde_json::Value>,
+    pointer: String,
+}
+
+fn pointer(path: &[Seg]) -> String {
+    path.iter()
+        .map(|s| match s {
+            Seg::Key(k) => format!("/{k}"),
+            Seg::Item => "/0".to_string(),
+        })
+        .collect()
+}
+
+/// A value `schema` accepts, for the parts of a value around a bad one.
+fn valid(schema: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{Value, json};
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        return e[0].clone();
+    }
+    match schema["type"].as_str() {
+        Some("object") => {
+            let mut o = serde_json::Map::new();
+            for k in schema["required"].as_array().into_iter().flatten() {
+                let k = k.as_str().unwrap();
+                o.insert(k.into(), valid(&schema["properties"][k]));
+            }
+            Value::Object(o)
+        }
+        Some("array") => json!([valid(&schema["items"])]),
+        Some("integer") => schema.get("minimum").cloned().unwrap_or(json!(1)),
+        Some("boolean") => json!(true),
+        _ => json!("example.com"),
+    }
+}
+
+/// Every rule `schema` (at `path`) states, each with a value that breaks it.
+fn breaches(schema: &serde_json::Value, path: &[Seg], out: &mut Vec<Breach>) {
+    use serde_json::{Value, json};
+    const KNOWN: &[&str] = &[
+        "$schema",
+        "type",
+        "properties",
+        "items",
+        "required",
+        "additionalProperties",
+        "enum",
+        "pattern",
+        "minimum",
+        "maximum",
+        "minLength",
+        "minItems",
+    ];
+    let obj = schema.as_object().expect("a schema is an object");
+    for k in obj.keys() {
+        assert!(
+            KNOWN.contains(&k.as_str()),
+            "values.schema.json at {:?} uses {k}, which this test does not break yet: teach it",
+            pointer(path)
+        );
+    }
+    let mut add = |rule: &str, at: Vec<Seg>, value: Option<Value>, pointer_at: &[Seg]| {
+        out.push(Breach {
+            rule: format!("{} {rule}", pointer(path)),
+            path: at,
+            value,
+            pointer: pointer(pointer_at),
+        })
+    };
+    if let Some(t) = obj.get("type").and_then(Value::as_str) {
+        let wrong = if t == "string" { json!(5) } else { json!("x") };
+        // The root's type is not a value one can set.
+        if !path.is_empty() {
+            add(&format!("type {t}"), path.to_vec(), Some(wrong), path);
+        }
+    }
+    if let Some(m) = obj.get("minimum").and_then(Value::as_i64) {
+        add(
+            &format!("minimum {m}"),
+            path.to_vec(),
+            Some(json!(m - 1)),
+            path,
+        );
+    }
+    if let Some(m) = obj.get("maximum").and_then(Value::as_i64) {
+        add(
+            &format!("maximum {m}"),
+            path.to_vec(),
+            Some(json!(m + 1)),
+            path,
+        );
+    }
+    if obj.contains_key("enum") {
+        add("enum", path.to_vec(), Some(json!("not-one-of-them")), path);
+    }
+    if obj.contains_key("pattern") {
+        add("pattern", path.to_vec(), Some(json!("Not Valid!")), path);
+    }
+    if let Some(n) = obj.get("minLength").and_then(Value::as_u64) {
+        let short = "a".repeat(n.saturating_sub(1) as usize);
+        add(
+            &format!("minLength {n}"),
+            path.to_vec(),
+            Some(json!(short)),
+            path,
+        );
+    }
+    if let Some(n) = obj.get("minItems").and_then(Value::as_u64) {
+        let few = vec![valid(&obj["items"]); n.saturating_sub(1) as usize];
+        add(
+            &format!("minItems {n}"),
+            path.to_vec(),
+            Some(json!(few)),
+            path,
+        );
+    }
+    for r in obj
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let r = r.as_str().unwrap();
+        let mut at = path.to_vec();
+        at.push(Seg::Key(r.into()));
+        add(&format!("required {r}"), at, None, path);
+    }
+    if obj.get("additionalProperties") == Some(&json!(false)) {
+        let mut at = path.to_vec();
+        at.push(Seg::Key("notAValue".into()));
+        add("additionalProperties false", at, Some(json!(1)), path);
+    }
+    for (k, sub) in obj
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let mut at = path.to_vec();
+        at.push(Seg::Key(k.clone()));
+        breaches(sub, &at, out);
+    }
+    if let Some(items) = obj.get("items") {
+        let mut at = path.to_vec();
+        at.push(Seg::Item);
+        breaches(items, &at, out);
+    }
+}
+
+/// The value at `path` within one of `schema`'s values: valid around the bad
+/// `value` (`None`: that property left out).
+fn around(
+    schema: &serde_json::Value,
+    path: &[Seg],
+    value: &Option<serde_json::Value>,
+) -> Option<serde_json::Value> {
+    match path.split_first() {
+        None => value.clone(),
+        Some((Seg::Item, rest)) => Some(serde_json::Value::Array(
+            around(&schema["items"], rest, value).into_iter().collect(),
+        )),
+        Some((Seg::Key(k), rest)) => {
+            let mut base = valid(schema);
+            let o = base.as_object_mut().expect("a property of an object");
+            match around(&schema["properties"][k], rest, value) {
+                Some(v) => o.insert(k.clone(), v),
+                None => o.remove(k),
+            };
+            Some(base)
+        }
+    }
+}
+
+/// Each rule values.schema.json states rejects a value that breaks it, found by
+/// walking the schema (a rule added later is tested too, or the walk asks to
+/// be taught it): `helm template` with the bad value fails, naming where.
+#[test]
+fn every_rule_of_the_values_schema_rejects_a_bad_value() {
+    let text =
+        std::fs::read_to_string(repo_root().join("charts/anypost-operator/values.schema.json"))
+            .unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut found = Vec::new();
+    breaches(&schema, &[], &mut found);
+    assert!(found.len() >= 60, "only {} rules found", found.len());
+    // The required values, as --set-json (which helm applies before --set).
+    let required: Vec<String> = REQUIRED
+        .split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            format!("{k}={}", serde_json::json!(v))
+        })
+        .collect();
+    let mut wrong = Vec::new();
+    for b in &found {
+        let mut args = vec!["template".to_string(), "x".into(), chart()];
+        // Up to the first array, --set-json sets the value at its path; an array
+        // is set whole, with one item holding the bad value.
+        let top = b
+            .path
+            .iter()
+            .position(|s| matches!(s, Seg::Item))
+            .unwrap_or(b.path.len());
+        let keys: Vec<&str> = b.path[..top]
+            .iter()
+            .map(|s| match s {
+                Seg::Key(k) => k.as_str(),
+                Seg::Item => unreachable!(),
+            })
+            .collect();
+        let mut sub = &schema;
+        for k in &keys {
+            sub = &sub["properties"][*k];
+        }
+        let value = around(sub, &b.path[top..], &b.value).unwrap_or(serde_json::Value::Null);
+        if !(keys == ["zone"] && value.is_null()) {
+            for r in &required {
+                args.extend(["--set-json".into(), r.clone()]);
+            }
+        }
+        args.extend(["--set-json".into(), format!("{}={value}", keys.join("."))]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, err) = helm_run(&args);
+        let named = format!("at '{}'", b.pointer);
+        if ok || !err.contains(&named) {
+            wrong.push(format!(
+                "{}: {} {:?} was {}",
+                b.rule,
+                keys.join("."),
+                value.to_string(),
+                if ok {
+                    "accepted".to_string()
+                } else {
+                    format!("rejected without naming {named}: {err}")
+                }
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

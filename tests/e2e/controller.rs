@@ -7,7 +7,7 @@
 //! inconclusive (`Verified=Unknown`), which is all these tests need.
 
 use crate::support::dns_topology::free_port;
-use crate::support::{Operator, TestNs, eventually, metric, random_suffix};
+use crate::support::{Operator, TestNs, eventually, metric, metric_or_absent, random_suffix};
 use anyhow::{Context as _, anyhow, ensure};
 use anypost_operator::adapters::kube::leader;
 use anypost_operator::core::api::{DomainState, Purpose, SelectorState, SendingDomain};
@@ -260,12 +260,14 @@ async fn a_domain_gets_keys_records_and_status() {
     // A later reconcile (asked for with the verify annotation) leaves the Secret
     // alone, and reads it from the operator's watch cache, not the API.
     let rv = secret.resource_version();
+    // A source not read from yet has no series.
     let reads = |source: &str| {
-        metric(
+        metric_or_absent(
             http,
             &format!("anypost_secret_reads_total{{source=\"{source}\"}}"),
         )
         .unwrap()
+        .unwrap_or(0.0)
     };
     let (api_reads, cache_reads) = (reads("api"), reads("cache"));
     assert!(api_reads >= 1.0, "the first reconcile reads the API");
@@ -494,6 +496,11 @@ async fn a_conflict_still_hands_over_after_the_lease_was_lost_and_regained() {
     assert!(sd.status.unwrap().id.is_some());
 }
 
+/// Deleting a SendingDomain and applying the same manifest again gives a new
+/// object (new UID) with the same targets and id, a Secret owned by the new
+/// object only, and a status written afresh for it: nothing of the old one's.
+/// (verify.rs `a_recreated_domain_inherits_nothing_from_the_object_it_replaces`
+/// covers a re-creation racing a busy reconcile, for another domain.)
 #[tokio::test]
 async fn delete_and_reapply_gives_the_same_targets() {
     let ns = TestNs::new("stable").await;
@@ -506,10 +513,37 @@ async fn delete_and_reapply_gives_the_same_targets() {
     );
     ns.apply_ok(&m);
     let api: Api<SendingDomain> = ns.api();
-    let before = wait_published(&api, "stable").await.status.unwrap();
-    ns.kubectl(&["delete", "sd", "stable", "--wait=true"]);
+    let old = wait_published(&api, "stable").await;
+    let old_uid = old.metadata.uid.clone().unwrap();
+    let before = old.status.unwrap();
+    ns.kubectl_ok(&["delete", "sd", "stable", "--wait=true"]);
+    assert!(
+        api.get_opt("stable").await.unwrap().is_none(),
+        "still there after the delete"
+    );
+    // Times in status have whole seconds: re-create in a later second than the
+    // old status's last change, so that a time carried over shows.
+    let latest = before
+        .conditions
+        .iter()
+        .map(|c| c.last_transition_time.0)
+        .chain(before.last_checked_time.iter().map(|t| t.0))
+        .max()
+        .unwrap();
+    eventually(WAIT, || async {
+        let now = jiff::Timestamp::now();
+        ensure!(
+            now.as_second() > latest.as_second(),
+            "still the second of {latest}"
+        );
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
     ns.apply_ok(&m);
-    let after = wait_published(&api, "stable").await.status.unwrap();
+    let new = wait_published(&api, "stable").await;
+    let new_uid = new.metadata.uid.clone().unwrap();
+    assert_ne!(new_uid, old_uid, "the SendingDomain was not re-created");
+    let after = new.status.clone().unwrap();
     let values = |s: &anypost_operator::core::api::SendingDomainStatus| {
         s.dns_records
             .iter()
@@ -518,6 +552,56 @@ async fn delete_and_reapply_gives_the_same_targets() {
     };
     assert_eq!(values(&before), values(&after));
     assert_eq!(before.id, after.id);
+
+    // Nothing of the old status: every condition changed after the new object
+    // was created, for its generation.
+    let created = new.metadata.creation_timestamp.clone().unwrap();
+    assert!(!after.conditions.is_empty());
+    for c in &after.conditions {
+        assert!(
+            c.last_transition_time.0 >= created.0,
+            "{} last changed at {:?}, before the object was created at {:?}",
+            c.type_,
+            c.last_transition_time.0,
+            created.0
+        );
+        assert_eq!(
+            c.observed_generation, new.metadata.generation,
+            "{}",
+            c.type_
+        );
+    }
+    if let Some(t) = &after.last_checked_time {
+        assert!(
+            t.0 >= created.0,
+            "checked at {:?}, before {:?}",
+            t.0,
+            created.0
+        );
+    }
+    assert_eq!(after.observed_generation, new.metadata.generation);
+
+    // The Secret is the new object's alone (the old one's goes with it), and
+    // status publishes the keys it holds.
+    let secrets: Api<Secret> = ns.api();
+    let secret = eventually(WAIT, || async {
+        let secret = secrets.get("stable-dkim").await?;
+        let owners: Vec<String> = secret
+            .owner_references()
+            .iter()
+            .map(|o| o.uid.clone())
+            .collect();
+        ensure!(owners == [new_uid.clone()], "owned by {owners:?}");
+        Ok::<_, anyhow::Error>(secret)
+    })
+    .await;
+    let st = api.get("stable").await.unwrap().status.unwrap();
+    let dk = st.dkim.unwrap();
+    let data = secret_keys(&secret);
+    for sel in &dk.selectors {
+        let pem = std::str::from_utf8(&data[&format!("{}.key", sel.name)].0).unwrap();
+        assert_eq!(dkim::parse_pem(pem).unwrap().public_key, sel.public_key);
+    }
 }
 
 #[tokio::test]
@@ -551,17 +635,7 @@ async fn a_crash_between_storing_keys_and_writing_status_loses_nothing() {
         Ok::<_, anyhow::Error>(s)
     })
     .await;
-    eventually(WAIT, || {
-        let running = crashing.is_running();
-        async move {
-            if running {
-                Err("still running")
-            } else {
-                Ok(())
-            }
-        }
-    })
-    .await;
+    crashing.wait_for_crash_at("dkim-secret", WAIT).await;
     let api: Api<SendingDomain> = ns.api();
     let sd = api.get("crash").await.unwrap();
     assert!(

@@ -3,13 +3,13 @@
 //! columns, `kubectl explain`, and the garbage collection and namespace deletion
 //! the operator relies on.
 
+use crate::controller;
 use crate::support::{TestNs, eventually, kubectl_ok, repo_root};
 use anypost_operator::core::api::{
     DkimSpec, DomainState, SendingDomain, SendingDomainSpec, TrackingSpec,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::Resource;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
@@ -678,34 +678,44 @@ async fn tracking_subdomain_is_checked_at_admission() {
     assert_none("good spec.tracking", acceptances(&ns, "good", &good));
 }
 
+/// The operator's `<name>-dkim` Secret goes with its SendingDomain: the
+/// operator makes it owned by the SendingDomain (controller ownerReference with
+/// the object's UID), and deleting the SendingDomain removes it.
 #[tokio::test]
-async fn objects_owned_by_a_sending_domain_are_garbage_collected_with_it() {
+async fn deleting_a_sending_domain_removes_its_dkim_secret() {
     let ns = TestNs::new("crd-gc").await;
+    let run = ns.name.clone();
+    let _op = controller::operator("crd-gc", &ns.name, &run, &[]);
+    ns.apply_ok(&controller::manifest(
+        "owner",
+        &run,
+        "  domain: owner.example\n  dkim:\n    keyBits: 1024\n",
+    ));
     let domains: Api<SendingDomain> = ns.api();
-    let maps: Api<ConfigMap> = ns.api();
-    ns.apply_ok(&manifest("owner", json!({ "domain": "owner.example" })));
-    let owner = domains.get("owner").await.unwrap();
-    let owned = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some("owned".into()),
-            owner_references: Some(vec![owner.controller_owner_ref(&()).unwrap()]),
-            ..ObjectMeta::default()
-        },
-        ..ConfigMap::default()
-    };
-    maps.create(&PostParams::default(), &owned).await.unwrap();
+    let secrets: Api<Secret> = ns.api();
+    let owner = controller::wait_published(&domains, "owner").await;
+    let secret = secrets.get("owner-dkim").await.unwrap();
+    let owners = secret.metadata.owner_references.clone().unwrap_or_default();
+    assert!(
+        owners.len() == 1
+            && owners[0].kind == "SendingDomain"
+            && Some(&owners[0].uid) == owner.metadata.uid.as_ref()
+            && owners[0].controller == Some(true),
+        "{owners:#?}"
+    );
 
     domains
         .delete("owner", &DeleteParams::background())
         .await
         .unwrap();
     eventually(Duration::from_secs(60), || async {
-        match maps.get_opt("owned").await? {
+        match secrets.get_opt("owner-dkim").await? {
             None => anyhow::Ok(()),
-            Some(_) => anyhow::bail!("the owned ConfigMap is still there"),
+            Some(_) => anyhow::bail!("the -dkim Secret is still there"),
         }
     })
     .await;
+    assert!(domains.get_opt("owner").await.unwrap().is_none());
 }
 
 #[tokio::test]

@@ -20,7 +20,11 @@ use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+/// How long a test waits for a condition: generous, since the machine may be
+/// busy; a condition met sooner ends the wait sooner.
+const WAIT: Duration = Duration::from_secs(30);
 
 pub(crate) const ZONE: &str = "dns.anypost.example";
 pub(crate) const T1: &str = "abcdefghijklmnop";
@@ -256,6 +260,15 @@ pub(crate) fn name(rel: &str, token: &str) -> String {
     }
 }
 
+/// An answer's data as dig prints it, TXT back to one string.
+fn unquote_txt(rtype: &str, data: &str) -> String {
+    if rtype == "TXT" {
+        unquote(data)
+    } else {
+        data.to_string()
+    }
+}
+
 /// TXT data as dig prints it, back to one string.
 pub fn unquote(txt: &str) -> String {
     txt.split('"')
@@ -436,25 +449,25 @@ async fn a_4096_bit_key_is_truncated_over_small_udp_and_whole_over_tcp() {
     assert_eq!(unquote(&fits.data("TXT")[0]), expected);
 }
 
+/// A published change is served (how fast is the DNS bench's business, not a
+/// test's) and the names of a removed domain all go.
 #[tokio::test]
-async fn a_change_is_served_within_a_second_and_removed_names_are_gone() {
+async fn a_change_is_served_and_removed_names_are_gone() {
     let s = start(&domains()[..1], &[]);
     assert_eq!(dig(s.addr, &[&name("", T2), "MX"]).status, "NXDOMAIN");
     let serial = s.handle.serial().unwrap();
 
-    let published = Instant::now();
     s.handle
         .publish(desired_zone(&config(), &Trust::as_written(), &domains()))
         .unwrap();
     let addr = s.addr;
-    eventually(Duration::from_secs(1), || async move {
+    eventually(WAIT, || async move {
         let d = dig(addr, &[&name("", T2), "MX"]);
         (d.status == "NOERROR" && d.answer.len() == 1)
             .then_some(())
             .ok_or(d.raw)
     })
     .await;
-    assert!(published.elapsed() < Duration::from_secs(1));
     assert!(s.handle.serial().unwrap() > serial);
 
     // The first domain is deleted: every one of its names goes.
@@ -465,7 +478,7 @@ async fn a_change_is_served_within_a_second_and_removed_names_are_gone() {
             &domains()[1..],
         ))
         .unwrap();
-    eventually(Duration::from_secs(1), || async move {
+    eventually(WAIT, || async move {
         for rel in [
             "",
             "anypost1._domainkey",
@@ -613,8 +626,8 @@ fn hand_written(id: &str, seal: Option<&str>) -> serde_json::Value {
 
 /// keep_publishing against the real apiserver: a status written by hand is not
 /// served (another domain's id, or its own id without the operator's seal), one
-/// the operator's seal covers is served within a second of the write, and a
-/// deleted SendingDomain's names disappear.
+/// the operator's seal covers is served exactly as written, and a deleted
+/// SendingDomain's names disappear.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_serves_only_sealed_status_writes_and_forgets_deleted_domains() {
     use anypost_operator::adapters::kube::identity::TrustState;
@@ -660,16 +673,69 @@ async fn the_watch_serves_only_sealed_status_writes_and_forgets_deleted_domains(
                 .expect("writing the status");
         }
     };
-    // Waits until the zone serves `own` (or not), and counts `untrusted` statuses.
+    // Every name under a token, as DNS answers it: (name type rcode, data).
+    let addr = s.addr;
+    let answers = move |token: &str| -> Vec<(String, Vec<String>)> {
+        [
+            ("", "MX"),
+            ("", "TXT"),
+            ("anypost1._domainkey", "TXT"),
+            ("anypost2._domainkey", "TXT"),
+            ("track", "CNAME"),
+        ]
+        .iter()
+        .map(|(rel, t)| {
+            let d = dig(addr, &["+tcp", &name(rel, token), t]);
+            let data = d.data(t).iter().map(|x| unquote_txt(t, x)).collect();
+            (format!("{rel} {t} {}", d.status), data)
+        })
+        .collect()
+    };
+    // What the test wrote (hand_written's keys), and nothing else.
+    let as_written = || -> Vec<(String, Vec<String>)> {
+        let one = |x: &str| vec![x.to_string()];
+        vec![
+            (" MX NOERROR".into(), one("10 bounce.anypost.example.")),
+            (
+                " TXT NOERROR".into(),
+                one("v=spf1 include:spf.anypost.example -all"),
+            ),
+            (
+                "anypost1._domainkey TXT NOERROR".into(),
+                one(&format!("v=DKIM1; k=rsa; p={KEY_4096}")),
+            ),
+            (
+                "anypost2._domainkey TXT NOERROR".into(),
+                one(&format!("v=DKIM1; k=rsa; p={SMALL_KEY}")),
+            ),
+            ("track CNAME NOERROR".into(), one("t.anypost.example.")),
+        ]
+    };
+    let nothing = || -> Vec<(String, Vec<String>)> {
+        [
+            " MX",
+            " TXT",
+            "anypost1._domainkey TXT",
+            "anypost2._domainkey TXT",
+            "track CNAME",
+        ]
+        .iter()
+        .map(|k| (format!("{k} NXDOMAIN"), vec![]))
+        .collect()
+    };
+    // Waits until DNS serves `own` exactly as written (or nothing under it), and
+    // counts `untrusted` statuses.
     let serves = |served: bool, untrusted: i64| {
         let (metrics, handle, own) = (metrics.clone(), s.handle.clone(), own.clone());
+        let want = if served { as_written() } else { nothing() };
         async move {
-            eventually(Duration::from_secs(5), || async {
+            eventually(WAIT, || async {
                 let held = handle.holds(&own, &[KEY_4096, SMALL_KEY]);
                 let seen = metrics.untrusted_statuses.get();
+                let got = answers(&own);
                 anyhow::ensure!(
-                    held == served && seen == untrusted,
-                    "serves {own}: {held}, untrusted statuses: {seen}"
+                    held == served && seen == untrusted && got == want,
+                    "serves {own}: {held}, untrusted statuses: {seen}, DNS: {got:#?}"
                 );
                 Ok(())
             })
@@ -681,21 +747,14 @@ async fn the_watch_serves_only_sealed_status_writes_and_forgets_deleted_domains(
     serves(false, 1).await;
     assert!(!s.handle.holds(T2, &[]));
 
-    // Its own id, sealed by the operator (here: the test, with the key): served
-    // within a second of the write.
+    // Its own id, unsealed: not served either. Sealed by the operator (here:
+    // the test, with the key): served, exactly as written.
     write(hand_written(&domain_id(&own), None)).await;
+    serves(false, 1).await;
     let unsealed = api.get("watched").await.unwrap();
     let seal = trust.seal(&unsealed, unsealed.status.as_ref().unwrap());
-    let written = Instant::now();
     write(hand_written(&domain_id(&own), seal.as_deref())).await;
     serves(true, 0).await;
-    assert!(
-        written.elapsed() < Duration::from_secs(1),
-        "served after {:?}",
-        written.elapsed()
-    );
-    let d = dig(s.addr, &["+tcp", &name("track", &own), "CNAME"]);
-    assert_eq!(d.data("CNAME"), vec!["t.anypost.example."], "{}", d.raw);
 
     // The same seal over another key: the domain is no longer served at all.
     let mut swapped = hand_written(&domain_id(&own), seal.as_deref());
@@ -716,8 +775,7 @@ async fn the_watch_serves_only_sealed_status_writes_and_forgets_deleted_domains(
     api.delete("watched", &DeleteParams::default())
         .await
         .expect("deleting the SendingDomain");
-    let addr = s.addr;
-    eventually(Duration::from_secs(5), || {
+    eventually(WAIT, || {
         let own = own.clone();
         async move {
             let d = dig(addr, &[&name("", &own), "MX"]);

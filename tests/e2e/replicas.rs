@@ -11,6 +11,7 @@ use crate::support::dns_topology::free_port;
 use crate::support::{Operator, TestNs, eventually, http_get, metric};
 use anyhow::{Context as _, ensure};
 use anypost_operator::core::api::SendingDomain;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -66,7 +67,7 @@ impl Replica {
         .await
     }
 
-    /// A metric's value from `/metrics`, 0 when absent.
+    /// A metric's value from `/metrics`; panics when the series is absent.
     fn metric(&self, name: &str) -> f64 {
         metric(self.http, name).unwrap_or_else(|e| panic!("{}: {e}", self.identity))
     }
@@ -180,7 +181,7 @@ async fn served_by_both(api: &Api<SendingDomain>, name: &str, replicas: &[&Repli
     .await;
     let seen = Instant::now();
     let sd = api.get(name).await.unwrap();
-    eventually(Duration::from_secs(10), || async {
+    eventually(WAIT, || async {
         replicas.iter().try_for_each(|r| r.serves(&sd))
     })
     .await;
@@ -212,8 +213,8 @@ async fn two_replicas_serve_the_zone_one_writes_and_the_other_takes_over() {
     // From here on `a` leads and `b` stands by.
     a.op.wait_for_log("starting the controller", WAIT).await;
 
-    // A new domain: written once, by the leader; served by both within a second
-    // or two of the status write.
+    // A new domain: written once, by the leader; served by both (how soon is the
+    // benchmarks' business; here each waits with a generous limit).
     ns.apply_ok(&manifest(
         "one",
         &run,
@@ -221,10 +222,6 @@ async fn two_replicas_serve_the_zone_one_writes_and_the_other_takes_over() {
     ));
     let lag = served_by_both(&api, "one", &[&a, &b]).await;
     eprintln!("both replicas served the new domain {lag:?} after its status was seen");
-    assert!(
-        lag < Duration::from_secs(3),
-        "served {lag:?} after the status write"
-    );
     wait_published(&api, "one").await;
 
     assert_eq!(
@@ -238,11 +235,15 @@ async fn two_replicas_serve_the_zone_one_writes_and_the_other_takes_over() {
         0.0,
         "the standby wrote status"
     );
+    // Each "the standby did not" is read against the same series on the
+    // leader, where it did happen.
+    assert!(a.metric("anypost_secret_writes_total") >= 1.0);
     assert_eq!(
         b.metric("anypost_secret_writes_total"),
         0.0,
         "the standby wrote a Secret"
     );
+    assert!(a.metric("anypost_dkim_keys_generated_total") >= 1.0);
     assert_eq!(b.metric("anypost_dkim_keys_generated_total"), 0.0);
     assert_eq!(
         (a.metric("anypost_leader"), b.metric("anypost_leader")),
@@ -260,22 +261,30 @@ async fn two_replicas_serve_the_zone_one_writes_and_the_other_takes_over() {
     );
 
     // The leader dies without a word; the standby takes the Lease once it runs out.
+    // Timed with the replicas' own records in the Lease: the standby takes it
+    // no sooner than a lease term after the leader's last renewal.
     a.op.kill();
-    let killed = Instant::now();
-    eventually(Duration::from_secs(45), || async {
+    let leases: Api<Lease> = ns.api();
+    let last = leases.get(&lease_of(&ns.name)).await.unwrap().spec.unwrap();
+    assert_eq!(last.holder_identity.as_deref(), Some(a.identity));
+    eventually(Duration::from_secs(90), || async {
         let holder = lease_holder(&ns)?;
         ensure!(holder == b.identity, "the Lease is held by {holder:?}");
         Ok::<_, anyhow::Error>(())
     })
     .await;
-    let takeover = killed.elapsed();
+    let taken = leases.get(&lease_of(&ns.name)).await.unwrap().spec.unwrap();
+    let renewed = last.renew_time.expect("renewTime").0;
+    let acquired = taken.acquire_time.expect("acquireTime").0;
+    let term = jiff::SignedDuration::from_secs(last.lease_duration_seconds.unwrap().into());
+    let takeover = acquired.duration_since(renewed);
     eprintln!(
-        "{} took the Lease {takeover:?} after {} was killed",
+        "{} took the Lease {takeover:#} after {}'s last renewal (a term is {term:#})",
         b.identity, a.identity
     );
     assert!(
-        takeover < Duration::from_secs(25),
-        "takeover took {takeover:?}"
+        takeover >= term,
+        "taken {takeover:#} after the last renewal, before the {term:#} term ran out"
     );
     b.op.wait_for_log("starting the controller", WAIT).await;
 

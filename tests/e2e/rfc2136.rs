@@ -10,7 +10,7 @@ use crate::controller::{
     ZONE, condition, manifest, operator_args_with, operator_with_metrics, wait_published,
 };
 use crate::support::bind_rfc2136::{BindPrimary, KEY_NAME};
-use crate::support::{Operator, TestNs, eventually, metric};
+use crate::support::{Operator, TestNs, eventually, metric, metric_or_absent};
 use anyhow::{anyhow, ensure};
 use anypost_operator::core::api::SendingDomain;
 use k8s_openapi::api::core::v1::Secret;
@@ -365,18 +365,47 @@ async fn rfc2136_bind_down_is_reported_and_caught_up() {
     assert!(m("anypost_rfc2136_last_success_timestamp_seconds") > last_success);
 }
 
-#[tokio::test]
-async fn rfc2136_wrong_tsig_secret_is_a_clear_error() {
+/// An operator whose TSIG key the server does not accept (`key_name` and
+/// `algorithm` as given, the right secret unless `wrong_secret`): the domain
+/// reports SyncFailed naming the key, the server's answer `code` and the
+/// server, the log says so, and nothing reaches the zone.
+async fn a_wrong_tsig_key_is_a_clear_error(
+    test: &str,
+    key_name: &str,
+    algorithm: &str,
+    wrong_secret: bool,
+    code: &str,
+) {
     let bind = BindPrimary::start(ZONE).await;
-    let ns = TestNs::new("rfc2136-badkey").await;
+    let ns = TestNs::new(test).await;
     let run = ns.name.clone();
-    let (mut op, _) = operator(
-        "rfc2136-badkey",
+    let server = bind.addr().to_string();
+    let secret = if wrong_secret {
+        bind.wrong_secret_file()
+    } else {
+        bind.secret_file()
+    };
+    let secret = secret.display().to_string();
+    let (mut op, _) = operator_with_metrics(
+        test,
         &ns.name,
         &run,
-        &bind,
-        &bind.wrong_secret_file(),
-        false,
+        &[
+            "--zone-backend",
+            "rfc2136",
+            "--rfc2136-server",
+            &server,
+            "--tsig-key-name",
+            key_name,
+            "--tsig-algorithm",
+            algorithm,
+            "--tsig-secret-file",
+            &secret,
+            "--rfc2136-resync",
+            "2s",
+            "--leader-election",
+            "false",
+        ],
     );
     ns.apply_ok(&manifest(
         "example-com",
@@ -392,16 +421,38 @@ async fn rfc2136_wrong_tsig_secret_is_a_clear_error() {
     })
     .await;
     assert_eq!(reason, "SyncFailed");
+    let rejected = format!("the server rejected TSIG key {key_name} ({code}");
     assert!(
-        message.contains(&format!("the server rejected TSIG key {KEY_NAME}"))
-            && message.contains("BADSIG")
-            && message.contains(&bind.addr().to_string()),
+        message.contains(&rejected) && message.contains(&server),
         "{message}"
     );
-    op.wait_for_log(&format!("the server rejected TSIG key {KEY_NAME}"), WAIT)
-        .await;
-    // Nothing reached the zone.
+    op.wait_for_log(&rejected, WAIT).await;
+    // Nothing reached the zone: SOA, NS, ns1's A, SOA.
     assert_eq!(bind.axfr().len(), 4, "{:#?}", bind.axfr());
+}
+
+#[tokio::test]
+async fn rfc2136_wrong_tsig_secret_is_a_clear_error() {
+    a_wrong_tsig_key_is_a_clear_error("rfc2136-badkey", KEY_NAME, "hmac-sha256", true, "BADSIG")
+        .await;
+}
+
+#[tokio::test]
+async fn rfc2136_wrong_tsig_key_name_is_a_clear_error() {
+    a_wrong_tsig_key_is_a_clear_error(
+        "rfc2136-badname",
+        "not-the-servers-key",
+        "hmac-sha256",
+        false,
+        "BADKEY",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rfc2136_wrong_tsig_algorithm_is_a_clear_error() {
+    a_wrong_tsig_key_is_a_clear_error("rfc2136-badalg", KEY_NAME, "hmac-sha512", false, "BADKEY")
+        .await;
 }
 
 #[tokio::test]
@@ -662,15 +713,62 @@ async fn rfc2136_only_the_leader_writes_and_a_successor_takes_over() {
     assert_eq!(since(&api.get("one").await.unwrap()), one_before);
 }
 
+/// How many syncs failed with `outcome` so far (no series before the first).
+fn failed_syncs(http: SocketAddr, outcome: &str) -> f64 {
+    metric_or_absent(
+        http,
+        &format!("anypost_rfc2136_syncs_total{{outcome=\"{outcome}\"}}"),
+    )
+    .unwrap()
+    .unwrap_or(0.0)
+}
+
+/// Waits for two more syncs failed with `outcome` than `before`, failing at
+/// once if the SendingDomain "gone-com" or its finalizer is gone meanwhile.
+async fn stays_through_failed_syncs(
+    api: &Api<SendingDomain>,
+    http: SocketAddr,
+    outcome: &str,
+    before: f64,
+    timeout: Duration,
+) {
+    eventually(timeout, || async {
+        let sd = api
+            .get_opt("gone-com")
+            .await?
+            .expect("deleted before its records were removed");
+        assert!(
+            sd.metadata
+                .finalizers
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&"anypost.com/dns-records".to_string()),
+            "the finalizer went before the records: {:?}",
+            sd.metadata.finalizers
+        );
+        let now = failed_syncs(http, outcome);
+        ensure!(
+            now >= before + 2.0,
+            "{} syncs failed with {outcome} so far",
+            now - before
+        );
+        Ok::<_, anyhow::Error>(())
+    })
+    .await;
+    // And still there after the last of them.
+    assert!(api.get_opt("gone-com").await.unwrap().is_some());
+}
+
 /// With records on an external server, a deleted SendingDomain stays (its
-/// finalizer) until the server no longer holds its records: a deletion while
-/// BIND is down completes only once BIND is back and the records are removed.
+/// finalizer) until the server no longer holds its records: not while BIND is
+/// down, not while BIND is up but refuses the UPDATE that removes them, and once
+/// it goes, its records are gone.
 #[tokio::test]
 async fn rfc2136_deletion_waits_until_the_records_are_removed() {
     let mut bind = BindPrimary::start(ZONE).await;
     let ns = TestNs::new("rfc2136-finalizer").await;
     let run = ns.name.clone();
-    let (_op, _) = operator(
+    let (_op, http) = operator(
         "rfc2136-finalizer",
         &ns.name,
         &run,
@@ -698,30 +796,31 @@ async fn rfc2136_deletion_waits_until_the_records_are_removed() {
         sd.metadata.finalizers
     );
 
+    // While the server is away the records cannot be removed: the object stays
+    // through failed syncs (each one a chance for a wrong finalizer to let go).
     bind.stop();
+    let axfr_failures = failed_syncs(http, "Rfc2136Axfr");
     api.delete("gone-com", &DeleteParams::default())
         .await
         .unwrap();
-    // While the server is away the records cannot be removed, so the object stays.
-    eventually(WAIT, || async {
-        let sd = api.get("gone-com").await?;
-        let cond = sd.status.as_ref().and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "RecordsPublished")
-                .map(|c| c.reason.clone())
-        });
-        ensure!(
-            sd.metadata.deletion_timestamp.is_some(),
-            "not terminating yet"
-        );
-        Ok::<_, anyhow::Error>(cond)
-    })
-    .await;
-    let still = api.get_opt("gone-com").await.unwrap();
-    assert!(still.is_some(), "deleted before its records were removed");
+    stays_through_failed_syncs(&api, http, "Rfc2136Axfr", axfr_failures, WAIT).await;
+    let sd = api.get("gone-com").await.unwrap();
+    assert!(sd.metadata.deletion_timestamp.is_some(), "not terminating");
 
-    bind.start_again().await;
+    // Up again but refusing every UPDATE: the zone reads fine and still holds
+    // the records, so the object still stays.
+    let update_failures = failed_syncs(http, "Rfc2136Update");
+    bind.accept_updates(false).await;
+    // The sync's backoff grew in the outage (up to 30 s a try).
+    stays_through_failed_syncs(&api, http, "Rfc2136Update", update_failures, 2 * WAIT).await;
+    let held: Vec<String> = bind.axfr().into_iter().filter(|l| l.contains(&t)).collect();
+    assert!(
+        held.len() >= 4,
+        "the domain's records are still served: {held:?}"
+    );
+
+    // Accepting UPDATEs again: the records are removed, then the object goes.
+    bind.accept_updates(true).await;
     eventually(WAIT, || async {
         ensure!(
             api.get_opt("gone-com").await?.is_none(),

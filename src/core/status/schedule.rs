@@ -207,6 +207,50 @@ mod tests {
         );
     }
 
+    /// A domain failing from its creation, checked each time its schedule says:
+    /// the waits start at the floor, grow by at most half each time (the
+    /// failure's age doubles no faster), reach the cap and stay there; and
+    /// `check_due` agrees with `next_check_in` on when each check falls due.
+    #[test]
+    fn successive_pending_checks_back_off_geometrically_to_the_cap() {
+        let cap = Duration::from_secs(600);
+        let intervals = Intervals {
+            verify: HOUR,
+            pending_max: cap,
+        };
+        let created = Some(ts(0));
+        let mut now = ts(0);
+        let mut waits = Vec::new();
+        for _ in 0..40 {
+            let st = SendingDomainStatus {
+                last_checked_time: Some(Time(now)),
+                ..failing_since(0, 0)
+            };
+            let wait = next_check_in(&st, created, now, intervals, 0.5);
+            let due = now + SignedDuration::try_from(wait).unwrap();
+            let just_before = due - SignedDuration::from_millis(1);
+            assert!(!check_due(&st, created, just_before, intervals));
+            assert!(check_due(&st, created, due, intervals));
+            waits.push(wait);
+            now = due;
+        }
+        assert_eq!(waits[0], PENDING_MIN_INTERVAL);
+        for pair in waits.windows(2) {
+            assert!(pair[0] <= pair[1], "{waits:?}");
+            assert!(pair[1] <= pair[0].mul_f64(1.5), "{waits:?}");
+            assert!(pair[1] <= cap, "{waits:?}");
+        }
+        let first_at_cap = waits
+            .iter()
+            .position(|w| *w == cap)
+            .expect("reaches the cap");
+        assert!(waits[first_at_cap..].iter().all(|w| *w == cap), "{waits:?}");
+        assert!(
+            first_at_cap > 3,
+            "backs off in steps, not at once: {waits:?}"
+        );
+    }
+
     #[test]
     fn only_served_records_are_checked() {
         assert!(check_now(true, true));

@@ -8,7 +8,10 @@
 //! `named` cannot start, [`BindPrimary::start`] panics with its log: nothing skips.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+// One allocator for every server the tests start: it never hands out a port
+// twice in this process.
+pub use super::dns_topology::free_port;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,7 +43,6 @@ impl BindPrimary {
         let port = free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let zone = zone.trim_end_matches('.').to_ascii_lowercase();
-        let d = dir.path().display();
         let zone_file = dir.path().join("zone.db");
         fs::write(
             &zone_file,
@@ -52,32 +54,6 @@ impl BindPrimary {
             ),
         )
         .expect("writing the zone file");
-        fs::write(
-            dir.path().join("named.conf"),
-            format!(
-                r#"options {{
-    directory "{d}";
-    pid-file "{d}/named.pid";
-    session-keyfile "{d}/session.key";
-    listen-on port {port} {{ 127.0.0.1; }};
-    listen-on-v6 {{ none; }};
-    recursion no;
-    dnssec-validation no;
-    allow-query {{ any; }};
-    notify no;
-}};
-key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{secret}"; }};
-zone "{zone}" {{
-    type primary;
-    file "{zf}";
-    allow-update {{ key "{KEY_NAME}"; }};
-    allow-transfer {{ key "{KEY_NAME}"; }};
-}};
-"#,
-                zf = zone_file.display()
-            ),
-        )
-        .expect("writing named.conf");
         fs::write(dir.path().join("tsig.secret"), format!("{secret}\n")).expect("secret file");
         // Same length and alphabet, another secret: the server answers BADSIG.
         let mut wrong = [0u8; 32];
@@ -94,6 +70,7 @@ zone "{zone}" {{
             secret,
             named: None,
         };
+        bind.write_conf(true);
         bind.start_again().await;
         bind
     }
@@ -135,6 +112,54 @@ zone "{zone}" {{
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Restarts `named` (same port, zone and journal) accepting UPDATEs signed
+    /// with the key, or refusing every UPDATE while still answering queries and
+    /// transfers: a server that is up but will not take the operator's changes.
+    pub async fn accept_updates(&mut self, accept: bool) {
+        self.stop();
+        self.write_conf(accept);
+        self.start_again().await;
+    }
+
+    fn write_conf(&self, accept_updates: bool) {
+        let d = self.dir.path().display();
+        let port = self.addr.port();
+        let zone = &self.zone;
+        let secret = &self.secret;
+        let zf = self.dir.path().join("zone.db");
+        let zf = zf.display();
+        let updates = if accept_updates {
+            format!("key \"{KEY_NAME}\";")
+        } else {
+            "none;".to_string()
+        };
+        fs::write(
+            self.dir.path().join("named.conf"),
+            format!(
+                r#"options {{
+    directory "{d}";
+    pid-file "{d}/named.pid";
+    session-keyfile "{d}/session.key";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    dnssec-validation no;
+    allow-query {{ any; }};
+    notify no;
+}};
+key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+zone "{zone}" {{
+    type primary;
+    file "{zf}";
+    allow-update {{ {updates} }};
+    allow-transfer {{ key "{KEY_NAME}"; }};
+}};
+"#
+            ),
+        )
+        .expect("writing named.conf");
     }
 
     /// Stops `named` (SIGKILL, like a crash: only the journal keeps the updates).
@@ -195,16 +220,53 @@ zone "{zone}" {{
     }
 
     /// The whole zone by AXFR (signed), one record a line, comments and the
-    /// transfer's TSIG records dropped.
+    /// transfer's TSIG records dropped. Panics when the transfer fails: a failed
+    /// transfer is not an empty zone.
+    #[track_caller]
     pub fn axfr(&self) -> Vec<String> {
+        self.try_axfr().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::axfr`], or why the transfer failed (dig's exit status, a
+    /// "Transfer failed" comment, or a transfer that does not begin and end with
+    /// the zone's SOA).
+    pub fn try_axfr(&self) -> Result<Vec<String>, String> {
         let key = format!("hmac-sha256:{KEY_NAME}:{}", self.secret);
-        let out = self.dig_raw(&["-y", &key, "+nocmd", "+nostats", "AXFR", &self.zone]);
-        out.lines()
+        let out = Command::new(tool("dig"))
+            .args(["+time=2", "+tries=1", "-p"])
+            .arg(self.addr.port().to_string())
+            .arg(format!("@{}", self.addr.ip()))
+            .args(["-y", &key, "+nocmd", "+nostats", "AXFR", &self.zone])
+            .output()
+            .unwrap_or_else(|e| panic!("could not run dig: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let failed = |why: &str| {
+            Err(format!(
+                "AXFR of {} from {} failed ({why}): {}\n{text}{}",
+                self.zone,
+                self.addr,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        };
+        if !out.status.success() {
+            return failed("dig's exit status");
+        }
+        if text.lines().any(|l| l.starts_with("; Transfer failed")) {
+            return failed("transfer failed");
+        }
+        let records: Vec<String> = text
+            .lines()
             .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             // dig prints the transfer's TSIG records too; they are not zone data.
             .filter(|l| l.split(' ').nth(3) != Some("TSIG"))
-            .collect()
+            .collect();
+        let soa = |l: Option<&String>| l.and_then(|l| l.split(' ').nth(3)) == Some("SOA");
+        if records.len() < 2 || !soa(records.first()) || !soa(records.last()) {
+            return failed("not a whole zone between two SOAs");
+        }
+        Ok(records)
     }
 
     /// The SOA serial served now, if named answers.
@@ -267,15 +329,26 @@ zone "{zone}" {{
         }
     }
 
+    /// dig's output; panics when dig gets no answer (an unreachable server is
+    /// not a name without records).
+    #[track_caller]
     fn dig_raw(&self, args: &[&str]) -> String {
         let out = Command::new(tool("dig"))
-            .args(["+time=2", "+tries=1", "-p"])
+            .args(["+time=2", "+tries=3", "-p"])
             .arg(self.addr.port().to_string())
             .arg(format!("@{}", self.addr.ip()))
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("could not run dig: {e}"));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "dig {args:?} at {} failed ({}): {text}{}",
+            self.addr,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
     }
 }
 
@@ -298,16 +371,4 @@ pub fn tool(name: &str) -> PathBuf {
             .find(|c| c.is_file())
     });
     on_path.unwrap_or_else(|| Path::new("/usr/sbin").join(name))
-}
-
-/// A port free on 127.0.0.1 for both UDP and TCP.
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("binding a UDP socket on loopback");
-        let port = udp.local_addr().expect("local address").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on 127.0.0.1");
 }

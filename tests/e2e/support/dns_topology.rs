@@ -492,19 +492,49 @@ fn tool(name: &str) -> PathBuf {
 }
 
 /// A port free on 127.0.0.1 for both UDP and TCP, never handed out twice in this
-/// process (e.g. for the operator's `--dns-listen`, which the resolver must know
-/// before the operator starts).
+/// process. Released at once: for a server that binds it right away; one whose
+/// address others must know seconds before it starts takes [`reserve_port`].
 pub fn free_port() -> u16 {
+    reserve_port().release()
+}
+
+/// A port on 127.0.0.1 held (its UDP and TCP sockets bound) until
+/// [`Reserved::release`], never handed out twice in this process: e.g. the
+/// operator's `--dns-listen`, which the resolver must know before the operator
+/// starts. Nothing on the machine can take it in between (an ephemeral port of
+/// someone's outgoing connection, say).
+pub struct Reserved {
+    port: u16,
+    _held: (UdpSocket, TcpListener),
+}
+
+impl Reserved {
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    /// Frees the port for the server about to bind it: call right before
+    /// starting that server.
+    pub fn release(self) -> u16 {
+        self.port
+    }
+}
+
+/// Reserves a port: see [`Reserved`].
+pub fn reserve_port() -> Reserved {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     for _ in 0..100 {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("binding a UDP socket on loopback");
         let port = udp.local_addr().expect("local address").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+        let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)) else {
             continue;
-        }
+        };
         let mut given = GIVEN.lock().unwrap();
         if given.get_or_insert_with(HashSet::new).insert(port) {
-            return port;
+            return Reserved {
+                port,
+                _held: (udp, tcp),
+            };
         }
     }
     panic!("no free port on 127.0.0.1");

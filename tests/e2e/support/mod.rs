@@ -101,15 +101,26 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)>
 }
 
 /// One sample's value from the operator's `/metrics` on `addr`: `name` is the
-/// sample as exposed, labels included (`anypost_x_total{k="v"}`); 0 when absent.
+/// sample as exposed, labels included (`anypost_x_total{k="v"}`). A series that
+/// is not exposed is an error (a renamed metric must not read as 0); use
+/// [`metric_or_absent`] where the series may rightly not exist yet.
 pub fn metric(addr: std::net::SocketAddr, name: &str) -> Result<f64, String> {
+    metric_or_absent(addr, name)?.ok_or_else(|| format!("no series {name} on /metrics"))
+}
+
+/// [`metric`], `None` when the series is not exposed (a labelled counter before
+/// its first increment). Only for series that may rightly be absent.
+pub fn metric_or_absent(addr: std::net::SocketAddr, name: &str) -> Result<Option<f64>, String> {
     let (code, body) = http_get(addr, "/metrics").ok_or("/metrics does not answer")?;
     if code != 200 {
         return Err(format!("/metrics answered {code}: {body}"));
     }
-    Ok(body
-        .lines()
+    body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("a metric value is a number"))
-        .unwrap_or(0.0))
+        .map(|v| {
+            v.trim()
+                .parse()
+                .map_err(|e| format!("{name} has the value {v:?}: {e}"))
+        })
+        .transpose()
 }

@@ -136,6 +136,40 @@ impl Operator {
         }
     }
 
+    /// Waits until the process exits by itself and returns its exit status;
+    /// panics (with the log) if it still runs after `timeout`.
+    pub async fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let path = self.log_path.clone();
+        let child = self.child.as_mut().expect("the operator was started");
+        eventually(timeout, || {
+            let status = child.try_wait();
+            let path = path.clone();
+            async move {
+                match status {
+                    Ok(Some(status)) => Ok(status),
+                    Ok(None) => Err(format!("still running; log in {}", path.display())),
+                    Err(e) => panic!("waiting for the operator: {e}"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits for the process to exit at the crash point `point` (the
+    /// `ANYPOST_CRASH_AFTER` hook of debug builds): exit code 86 and the hook's
+    /// log line naming `point`. Any other exit fails the test with the log.
+    pub async fn wait_for_crash_at(&mut self, point: &str, timeout: Duration) {
+        let status = self.wait_for_exit(timeout).await;
+        let logs = self.logs();
+        let hook = logs
+            .lines()
+            .find(|l| l.contains("ANYPOST_CRASH_AFTER: exiting on purpose"));
+        assert!(
+            status.code() == Some(86) && hook.is_some_and(|l| l.contains(point)),
+            "the operator did not exit at crash point {point} ({status}, hook line {hook:?}):\n{logs}"
+        );
+    }
+
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

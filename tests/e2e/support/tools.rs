@@ -105,3 +105,88 @@ pub fn promtool() -> PathBuf {
         panic!("promtool is not installed: scripts/install-test-deps installs it (Debian's prometheus package)")
     })
 }
+
+/// What the `openssl` command makes of a private key in PEM, independently of
+/// the crate's own PEM, RSA and SPKI code (which the key generator shares):
+/// `(bits, public key)`, the public key as base64 SubjectPublicKeyInfo, the form
+/// of DKIM's `p=` and of `status.dkim.selectors[].publicKey`. Fails the test
+/// when openssl rejects the key (`openssl rsa -check`).
+#[track_caller]
+pub fn openssl_key(pem: &str) -> (u32, String) {
+    let openssl = Path::new("openssl");
+    let (ok, out, err) = run(openssl, &["rsa", "-check", "-noout"], pem);
+    assert!(
+        ok && out.trim() == "RSA key ok",
+        "openssl rsa -check: {out}{err}"
+    );
+    let (ok, text, err) = run(openssl, &["pkey", "-noout", "-text"], pem);
+    assert!(ok, "openssl pkey -text: {err}");
+    let bits = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("Private-Key: ("))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("no size in openssl's text: {text}"));
+    let (ok, public, err) = run(openssl, &["pkey", "-pubout"], pem);
+    assert!(ok, "openssl pkey -pubout: {err}");
+    let spki: String = public.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!spki.is_empty(), "openssl printed no public key: {public}");
+    (bits, spki)
+}
+
+/// Signs a message for `domain` with `selector` and the private key `pem`, then
+/// verifies it, both with dkimpy (Debian's python3-dkim), an implementation
+/// independent of the operator's: the verifier's DNS look-up goes to the
+/// recursive resolver at `resolver`, so the key is found through the customer's
+/// `<selector>._domainkey.<domain>` CNAME. Returns dkimpy's verdict and log.
+pub fn dkimpy_sign_and_verify(
+    pem: &str,
+    selector: &str,
+    domain: &str,
+    resolver: std::net::SocketAddr,
+) -> (bool, String) {
+    const SCRIPT: &str = r#"
+import logging, subprocess, sys
+import dkim
+selector, domain, ip, port = sys.argv[1:5]
+key = sys.stdin.buffer.read()
+message = (
+    "From: Sender <sender@" + domain + ">\r\n"
+    "To: someone@example.org\r\n"
+    "Subject: DKIM through the customer's CNAME\r\n"
+    "Message-ID: <e2e@" + domain + ">\r\n"
+    "\r\n"
+    "Signed by dkimpy with the operator's key, verified by dkimpy through DNS.\r\n"
+).encode()
+signature = dkim.sign(message, selector.encode(), domain.encode(), key,
+                      include_headers=[b"from", b"to", b"subject", b"message-id"])
+def txt(name, timeout=5):
+    out = subprocess.run(
+        ["dig", "@" + ip, "-p", port, "+time=2", "+tries=2", "+short",
+         name.decode().rstrip(".") + ".", "TXT"],
+        capture_output=True, text=True, check=True).stdout
+    records = ["".join(l.strip().strip('"').split('" "'))
+               for l in out.splitlines() if l.startswith('"')]
+    print("DNS", name.decode(), "->", records, file=sys.stderr)
+    return records[0].encode() if len(records) == 1 else b""
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+ok = dkim.verify(signature + message, logger=logging.getLogger("dkim"), dnsfunc=txt)
+print("verified" if ok else "NOT verified")
+sys.exit(0 if ok else 1)
+"#;
+    let (ok, out, err) = run(
+        // Debian's python, where python3-dkim installs (not a pyenv on PATH).
+        Path::new("/usr/bin/python3"),
+        &[
+            "-c",
+            SCRIPT,
+            selector,
+            domain,
+            &resolver.ip().to_string(),
+            &resolver.port().to_string(),
+        ],
+        pem,
+    );
+    (ok && out.trim() == "verified", format!("{out}{err}"))
+}
