@@ -121,6 +121,18 @@ pub fn manifest(name: &str, run: &str, spec: &str) -> String {
     )
 }
 
+/// The domain's token (its names in the operator's zone), from `status.id`.
+pub fn token(sd: &SendingDomain) -> String {
+    let id = sd
+        .status
+        .as_ref()
+        .and_then(|s| s.id.clone())
+        .expect("status.id");
+    id.strip_prefix("domain_")
+        .expect("domain_ prefix")
+        .to_string()
+}
+
 /// `(status, reason, message)` of the condition `type_`, if set.
 pub fn condition(sd: &SendingDomain, type_: &str) -> Option<(String, String, String)> {
     sd.status

@@ -6,7 +6,8 @@
 //! Lease and the identity Secret in the test's namespace (`--namespace`), and
 //! `POD_NAME` gives each its Lease identity, as the chart's downward API does.
 
-use crate::controller::{ZONE, lease_of, manifest, operator_args_with, wait_published};
+use crate::controller::{ZONE, lease_of, manifest, operator_args_with, token, wait_published};
+use crate::support::bind_rfc2136::axfr;
 use crate::support::dns_topology::free_port;
 use crate::support::{Operator, TestNs, eventually, http_get, metric};
 use anyhow::{Context as _, ensure};
@@ -39,6 +40,7 @@ impl Replica {
                 ("--leader-election", "true"),
                 ("--dns-listen", &dns.to_string()),
                 ("--http-listen", &http.to_string()),
+                ("--allow-axfr", "127.0.0.1/32"),
             ],
         );
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -122,6 +124,47 @@ pub fn dig_short(addr: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
 }
 
 /// `kubectl get lease <the test's Lease> -o jsonpath={.spec.holderIdentity}`.
+/// The replica's zone by AXFR, without its SOA records (each replica numbers
+/// its own serials), sorted.
+fn zone_records(dns: SocketAddr) -> anyhow::Result<Vec<String>> {
+    let mut records: Vec<String> = axfr(dns, ZONE, None)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .filter(|r| r.split(' ').nth(3) != Some("SOA"))
+        .map(|r| r.to_lowercase())
+        .collect();
+    records.sort();
+    Ok(records)
+}
+
+/// What one zone has and the other has not, both ways.
+fn difference(a: &[String], b: &[String]) -> String {
+    let only = |x: &[String], y: &[String]| {
+        x.iter()
+            .filter(|r| !y.contains(r))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    format!("only in a:\n{}\nonly in b:\n{}", only(a, b), only(b, a))
+}
+
+/// Whether the zone holds the domain's DKIM keys (under its token).
+fn served_in(zone: &[String], sd: &SendingDomain) -> bool {
+    let keys: Vec<String> = sd
+        .status
+        .as_ref()
+        .and_then(|s| s.dkim.as_ref())
+        .map(|d| d.selectors.iter().map(|s| s.public_key.clone()).collect())
+        .unwrap_or_default();
+    !keys.is_empty()
+        && keys.iter().all(|k| {
+            let head = k[..k.len().min(40)].to_lowercase();
+            zone.iter()
+                .any(|r| r.contains(" txt ") && r.contains(&head))
+        })
+}
+
 fn lease_holder(ns: &TestNs) -> anyhow::Result<String> {
     let out = ns.kubectl(&[
         "get",
@@ -249,6 +292,56 @@ async fn two_replicas_serve_the_zone_one_writes_and_the_other_takes_over() {
         (a.metric("anypost_leader"), b.metric("anypost_leader")),
         (1.0, 0.0)
     );
+    // Churn: domains added, one deleted, one changed. Both replicas then serve
+    // the same zone, name for name and type for type, the deleted one gone.
+    for i in 0..3 {
+        ns.apply_ok(&manifest(
+            &format!("churn-{i}"),
+            &run,
+            &format!("  domain: churn-{i}.replicas.example.com\n  dkim:\n    keyBits: 1024\n"),
+        ));
+    }
+    let gone = wait_published(&api, "churn-1").await;
+    let gone_token = token(&gone);
+    ns.kubectl_ok(&["delete", "sendingdomain", "churn-1", "--wait=true"]);
+    ns.apply_ok(&manifest(
+        "churn-2",
+        &run,
+        "  domain: churn-2.replicas.example.com\n  tracking:\n    subdomain: links\n  dkim:\n    keyBits: 1024\n",
+    ));
+    for name in ["churn-0", "churn-2"] {
+        wait_published(&api, name).await;
+    }
+    let zone = eventually(WAIT, || async {
+        let za = zone_records(a.dns)?;
+        let zb = zone_records(b.dns)?;
+        ensure!(
+            za == zb,
+            "the replicas' zones differ:\n{}",
+            difference(&za, &zb)
+        );
+        for name in ["one", "churn-0", "churn-2"] {
+            let sd = api.get(name).await?;
+            ensure!(served_in(&za, &sd), "{name} is not in the zone yet");
+        }
+        ensure!(
+            !za.iter().any(|r| r.contains(&gone_token)),
+            "churn-1's records are still served"
+        );
+        let tracked = format!("track.{}.{ZONE}.", token(&api.get("churn-2").await?));
+        ensure!(
+            za.iter()
+                .any(|r| r.starts_with(&tracked) && r.contains(" cname ")),
+            "churn-2's new tracking CNAME is not served"
+        );
+        Ok::<_, anyhow::Error>(za)
+    })
+    .await;
+    eprintln!(
+        "both replicas serve the same {} records after churn",
+        zone.len()
+    );
+
     let reporters = event_reporters(&ns, "one");
     assert!(
         !reporters.is_empty() && reporters.iter().all(|r| r == a.identity),

@@ -7,7 +7,7 @@
 //! Each test has its own BIND, namespace and operator (scoped with `--selector`).
 
 use crate::controller::{
-    ZONE, condition, manifest, operator_args_with, operator_with_metrics, wait_published,
+    ZONE, condition, manifest, operator_args_with, operator_with_metrics, token, wait_published,
 };
 use crate::support::bind_rfc2136::{BindPrimary, KEY_NAME};
 use crate::support::{Operator, TestNs, eventually, metric, metric_or_absent};
@@ -54,17 +54,6 @@ fn operator(
             &leader,
         ],
     )
-}
-
-fn token(sd: &SendingDomain) -> String {
-    let id = sd
-        .status
-        .as_ref()
-        .and_then(|s| s.id.clone())
-        .expect("status.id");
-    id.strip_prefix("domain_")
-        .expect("domain_ prefix")
-        .to_string()
 }
 
 /// `RecordsPublished`'s status and when it last changed.

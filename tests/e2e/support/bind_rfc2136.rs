@@ -232,41 +232,7 @@ zone "{zone}" {{
     /// the zone's SOA).
     pub fn try_axfr(&self) -> Result<Vec<String>, String> {
         let key = format!("hmac-sha256:{KEY_NAME}:{}", self.secret);
-        let out = Command::new(tool("dig"))
-            .args(["+time=2", "+tries=1", "-p"])
-            .arg(self.addr.port().to_string())
-            .arg(format!("@{}", self.addr.ip()))
-            .args(["-y", &key, "+nocmd", "+nostats", "AXFR", &self.zone])
-            .output()
-            .unwrap_or_else(|e| panic!("could not run dig: {e}"));
-        let text = String::from_utf8_lossy(&out.stdout);
-        let failed = |why: &str| {
-            Err(format!(
-                "AXFR of {} from {} failed ({why}): {}\n{text}{}",
-                self.zone,
-                self.addr,
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        };
-        if !out.status.success() {
-            return failed("dig's exit status");
-        }
-        if text.lines().any(|l| l.starts_with("; Transfer failed")) {
-            return failed("transfer failed");
-        }
-        let records: Vec<String> = text
-            .lines()
-            .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            // dig prints the transfer's TSIG records too; they are not zone data.
-            .filter(|l| l.split(' ').nth(3) != Some("TSIG"))
-            .collect();
-        let soa = |l: Option<&String>| l.and_then(|l| l.split(' ').nth(3)) == Some("SOA");
-        if records.len() < 2 || !soa(records.first()) || !soa(records.last()) {
-            return failed("not a whole zone between two SOAs");
-        }
-        Ok(records)
+        axfr(self.addr, &self.zone, Some(&key))
     }
 
     /// The SOA serial served now, if named answers.
@@ -371,4 +337,48 @@ pub fn tool(name: &str) -> PathBuf {
             .find(|c| c.is_file())
     });
     on_path.unwrap_or_else(|| Path::new("/usr/sbin").join(name))
+}
+
+/// The whole zone `zone` by AXFR from `server` (signed with `key`,
+/// `alg:name:secret`, if given), one record a line with single spaces, comments
+/// and TSIG records left out. A transfer that fails, or does not hold a whole
+/// zone between two SOAs, is an error.
+pub fn axfr(server: SocketAddr, zone: &str, key: Option<&str>) -> Result<Vec<String>, String> {
+    let mut dig = Command::new(tool("dig"));
+    dig.args(["+time=2", "+tries=1", "-p"])
+        .arg(server.port().to_string())
+        .arg(format!("@{}", server.ip()));
+    if let Some(key) = key {
+        dig.args(["-y", key]);
+    }
+    let out = dig
+        .args(["+nocmd", "+nostats", "AXFR", zone])
+        .output()
+        .unwrap_or_else(|e| panic!("could not run dig: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let failed = |why: &str| {
+        Err(format!(
+            "AXFR of {zone} from {server} failed ({why}): {}\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    };
+    if !out.status.success() {
+        return failed("dig's exit status");
+    }
+    if text.lines().any(|l| l.starts_with("; Transfer failed")) {
+        return failed("transfer failed");
+    }
+    let records: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        // dig prints the transfer's TSIG records too; they are not zone data.
+        .filter(|l| l.split(' ').nth(3) != Some("TSIG"))
+        .collect();
+    let soa = |l: Option<&String>| l.and_then(|l| l.split(' ').nth(3)) == Some("SOA");
+    if records.len() < 2 || !soa(records.first()) || !soa(records.last()) {
+        return failed("not a whole zone between two SOAs");
+    }
+    Ok(records)
 }
