@@ -4,6 +4,7 @@
 
 mod support;
 
+mod chaos;
 mod chart;
 mod controller;
 mod crd;

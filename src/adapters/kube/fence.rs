@@ -223,12 +223,37 @@ where
             let Some(deadline) = deadline else {
                 return sent.await.map_err(Into::into);
             };
-            match tokio::time::timeout_at(deadline.into(), sent).await {
-                Ok(answer) => answer.map_err(Into::into),
-                Err(_) => Err(NotLeader { target: "kube" }.into()),
-            }
+            before_deadline(deadline, sent).await
         })
     }
+}
+
+/// `sent`, given up once `deadline` has passed. The clock is read before every
+/// poll of the request, so a replica that wakes up past its deadline (SIGSTOP,
+/// a long pause) with a write not yet on the wire (waiting for a connection,
+/// in a TLS handshake) drops it instead of sending it. `tokio::time::timeout`
+/// would poll the request first and only then look at its timer: the write
+/// would go out after another replica took over.
+async fn before_deadline<F, T, E>(deadline: Instant, sent: F) -> Result<T, tower::BoxError>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: Into<tower::BoxError>,
+{
+    let mut sent = std::pin::pin!(sent);
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline.into()));
+    std::future::poll_fn(|cx| {
+        if Instant::now() >= deadline {
+            return Poll::Ready(Err(NotLeader { target: "kube" }.into()));
+        }
+        if let Poll::Ready(answer) = sent.as_mut().poll(cx) {
+            return Poll::Ready(answer.map_err(Into::into));
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(NotLeader { target: "kube" }.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -265,6 +290,50 @@ mod tests {
         assert!(
             out.contains(r#"leader_writes_refused_total{target="rfc2136"} 1"#),
             "{out}"
+        );
+    }
+
+    /// A replica frozen (SIGSTOP) with a write accepted by the fence but not yet
+    /// sent, woken up after its deadline: the write must not go out.
+    #[tokio::test]
+    async fn a_write_held_up_past_the_deadline_is_not_sent_when_the_replica_wakes() {
+        use std::sync::atomic::AtomicBool;
+        use tower::Layer as _;
+        use tower::Service as _;
+        let g = LeaderGuard::elected();
+        g.extend(Instant::now() + Duration::from_millis(200));
+        // The request goes out only once the gate opens (a connection ready).
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let sent = Arc::new(AtomicBool::new(false));
+        let inner = {
+            let (gate, sent) = (gate.clone(), sent.clone());
+            tower::service_fn(move |_req: Request<()>| {
+                let (gate, sent) = (gate.clone(), sent.clone());
+                async move {
+                    gate.notified().await;
+                    sent.store(true, Ordering::SeqCst);
+                    Ok::<_, std::convert::Infallible>(())
+                }
+            })
+        };
+        let mut fence = FenceLayer(g.clone()).layer(inner);
+        let write = Request::post("/apis/x").body(()).unwrap();
+        let mut answer = fence.call(write);
+        assert!(futures::poll!(&mut answer).is_pending());
+        // Frozen past the deadline: nothing runs; then the connection is ready
+        // and the process runs again.
+        std::thread::sleep(Duration::from_millis(300));
+        gate.notify_one();
+        let answer = answer.await;
+        assert!(
+            answer
+                .as_ref()
+                .is_err_and(|e| e.downcast_ref::<NotLeader>().is_some()),
+            "the write was answered {answer:?}"
+        );
+        assert!(
+            !sent.load(Ordering::SeqCst),
+            "the write was sent past the deadline"
         );
     }
 

@@ -63,8 +63,12 @@ struct Status {
 
 /// Every write recorded for objects in `namespaces`, in the order received.
 pub fn writes(namespaces: &[&str]) -> Vec<Write> {
-    let dir = target_dir().join("dev-cluster/logs");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
+    writes_in(&target_dir().join("dev-cluster/logs"), namespaces)
+}
+
+/// Like [`writes`], from the audit log in `dir` (a private cluster's logs).
+pub fn writes_in(dir: &std::path::Path, namespaces: &[&str]) -> Vec<Write> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
     files.retain(|p| {

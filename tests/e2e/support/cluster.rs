@@ -6,18 +6,20 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 /// The name of the CRD the tests install from `crds/`.
 const CRD: &str = "sendingdomains.anypost.com";
 
-/// The running control plane: where its kubeconfig and its kubectl are.
-#[derive(Debug)]
+/// A running control plane: where its kubeconfig, its kubectl and its state
+/// (logs, the audit log) are.
+#[derive(Debug, Clone)]
 pub struct Cluster {
     pub kubeconfig: PathBuf,
     pub kubectl: PathBuf,
+    pub state: PathBuf,
 }
 
 /// The control plane, started (or found running) by the first caller in this test
@@ -32,11 +34,17 @@ pub fn cluster() -> &'static Cluster {
 }
 
 fn start() -> Result<Cluster, String> {
-    run_script("scripts/dev-cluster", &["up"])?;
-    let state = target_dir().join("dev-cluster");
+    start_at(&target_dir().join("dev-cluster"))
+}
+
+/// `scripts/dev-cluster up` for the cluster whose state lives in `state`
+/// (`ANYPOST_DEV_STATE`), then `crds/` applied and Established.
+fn start_at(state: &Path) -> Result<Cluster, String> {
+    run_script_env("scripts/dev-cluster", &["up"], &dev_state_env(state))?;
     let cluster = Cluster {
         kubeconfig: state.join("kubeconfig"),
         kubectl: state.join("bin/kubectl"),
+        state: state.to_path_buf(),
     };
 
     // Server-side apply: idempotent, and no last-applied annotation on a large CRD.
@@ -84,9 +92,15 @@ fn start() -> Result<Cluster, String> {
 /// (stderr: a first run may build for minutes) goes straight to the terminal, past
 /// the test harness's capture, and is kept for the error when it fails.
 pub fn run_script(script: &str, args: &[&str]) -> Result<String, String> {
+    run_script_env(script, args, &[])
+}
+
+/// Like [`run_script`], with extra environment variables.
+pub fn run_script_env(script: &str, args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
     let path = repo_root().join(script);
     let mut child = Command::new(&path)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -149,37 +163,134 @@ fn run_kubectl(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> Output 
 
 /// Runs the dev cluster's kubectl with its admin kubeconfig.
 pub fn kubectl(args: &[&str]) -> Output {
-    run_kubectl(cluster(), args, None)
+    cluster().kubectl(args)
 }
 
 /// Runs kubectl with `input` on its stdin (for `apply -f -`).
 pub fn kubectl_stdin(args: &[&str], input: &str) -> Output {
-    run_kubectl(cluster(), args, Some(input))
+    cluster().kubectl_stdin(args, input)
 }
 
 /// Runs kubectl, panics with its stderr unless it succeeds, and returns its stdout.
 #[track_caller]
 pub fn kubectl_ok(args: &[&str]) -> String {
-    let out = kubectl(args);
-    assert!(
-        out.status.success(),
-        "kubectl {} failed ({}):\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("kubectl prints UTF-8")
+    cluster().kubectl_ok(args)
 }
 
 /// A client for the dev cluster, bound to the calling test's runtime.
 pub async fn client() -> Client {
-    let cluster = cluster();
-    let kubeconfig = Kubeconfig::read_from(&cluster.kubeconfig)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", cluster.kubeconfig.display()));
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("the dev cluster's kubeconfig is usable");
-    Client::try_from(config).expect("building a client for the dev cluster")
+    cluster().client().await
+}
+
+impl Cluster {
+    /// Runs this cluster's kubectl with its admin kubeconfig.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        run_kubectl(self, args, None)
+    }
+
+    /// Runs kubectl with `input` on its stdin (for `apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
+        run_kubectl(self, args, Some(input))
+    }
+
+    /// Runs kubectl, panics with its stderr unless it succeeds, and returns its
+    /// stdout.
+    #[track_caller]
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("kubectl prints UTF-8")
+    }
+
+    /// A client for this cluster, bound to the calling test's runtime.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", self.kubeconfig.display()));
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("the dev cluster's kubeconfig is usable");
+        Client::try_from(config).expect("building a client for the dev cluster")
+    }
+
+    /// Where the components' logs and the apiserver's audit log are.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state.join("logs")
+    }
+}
+
+fn dev_state_env(state: &Path) -> [(&'static str, &str); 1] {
+    [(
+        "ANYPOST_DEV_STATE",
+        state.to_str().expect("the repository path is UTF-8"),
+    )]
+}
+
+/// A control plane of the test's own (`scripts/dev-cluster` with a state
+/// directory of its own, on its own free ports), for tests that restart its
+/// parts: the shared one serves every other test meanwhile. `down` when dropped,
+/// on failure too, and its state directory is removed (kept on failure with
+/// `ANYPOST_E2E_KEEP_NS=1`, for its logs).
+pub struct PrivateCluster {
+    cluster: Cluster,
+}
+
+impl PrivateCluster {
+    /// Starts `target/dev-cluster-<name>-<random>`; panics with the script's
+    /// explanation when it cannot start: nothing skips.
+    pub fn start(name: &str) -> PrivateCluster {
+        let state = target_dir().join(format!("dev-cluster-{name}-{}", random_suffix()));
+        match start_at(&state) {
+            Ok(cluster) => PrivateCluster { cluster },
+            Err(e) => {
+                let _ = run_script_env("scripts/dev-cluster", &["down"], &dev_state_env(&state));
+                let _ = std::fs::remove_dir_all(&state);
+                panic!("a private control plane could not start:\n{e}")
+            }
+        }
+    }
+
+    /// `scripts/dev-cluster restart <component>`: stops etcd, kube-apiserver or
+    /// kube-controller-manager and starts it again on the same ports with the same
+    /// data; returns once it is ready again. Panics when it does not come back.
+    pub fn restart(&self, component: &str) {
+        if let Err(e) = run_script_env(
+            "scripts/dev-cluster",
+            &["restart", component],
+            &dev_state_env(&self.cluster.state),
+        ) {
+            panic!("restarting {component}: {e}");
+        }
+    }
+}
+
+impl std::ops::Deref for PrivateCluster {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let state = &self.cluster.state;
+        if let Err(e) = run_script_env("scripts/dev-cluster", &["down"], &dev_state_env(state)) {
+            eprintln!(
+                "stopping the private control plane in {}: {e}",
+                state.display()
+            );
+        }
+        if std::thread::panicking() && std::env::var_os("ANYPOST_E2E_KEEP_NS").is_some() {
+            eprintln!("keeping {} of the failed test", state.display());
+        } else {
+            let _ = std::fs::remove_dir_all(state);
+        }
+    }
 }
 
 /// A namespace of the test's own, deleted (without waiting) when dropped. Set
@@ -187,13 +298,19 @@ pub async fn client() -> Client {
 pub struct TestNs {
     pub name: String,
     pub client: Client,
+    cluster: Cluster,
 }
 
 impl TestNs {
     /// Creates `<prefix>-<random>`; `prefix` names the test, for whoever lists
     /// namespaces while debugging.
     pub async fn new(prefix: &str) -> TestNs {
-        let client = client().await;
+        TestNs::new_in(cluster(), prefix).await
+    }
+
+    /// Like [`TestNs::new`], in the control plane `cluster` (a private one).
+    pub async fn new_in(cluster: &Cluster, prefix: &str) -> TestNs {
+        let client = cluster.client().await;
         let prefix: String = prefix
             .chars()
             .map(|c| {
@@ -218,7 +335,11 @@ impl TestNs {
             .create(&PostParams::default(), &ns)
             .await
             .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-        TestNs { name, client }
+        TestNs {
+            name,
+            client,
+            cluster: cluster.clone(),
+        }
     }
 
     /// The namespaced API of `K` in this namespace.
@@ -234,7 +355,7 @@ impl TestNs {
     pub fn kubectl(&self, args: &[&str]) -> Output {
         let mut all = args.to_vec();
         all.extend(["-n", &self.name]);
-        kubectl(&all)
+        self.cluster.kubectl(&all)
     }
 
     /// Like [`TestNs::kubectl`], but panics with kubectl's stderr unless it
@@ -243,19 +364,20 @@ impl TestNs {
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         let mut all = args.to_vec();
         all.extend(["-n", &self.name]);
-        kubectl_ok(&all)
+        self.cluster.kubectl_ok(&all)
     }
 
     /// `kubectl <args> -n <this namespace>` with `input` on stdin.
     pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
         let mut all = args.to_vec();
         all.extend(["-n", &self.name]);
-        kubectl_stdin(&all, input)
+        self.cluster.kubectl_stdin(&all, input)
     }
 
     /// `kubectl apply -n <this namespace> -f -` with `manifest` on stdin.
     pub fn apply(&self, manifest: &str) -> Output {
-        kubectl_stdin(&["apply", "-n", &self.name, "-f", "-"], manifest)
+        self.cluster
+            .kubectl_stdin(&["apply", "-n", &self.name, "-f", "-"], manifest)
     }
 
     /// Like [`TestNs::apply`], but panics with kubectl's stderr unless it succeeds.
@@ -280,6 +402,7 @@ impl Drop for TestNs {
         }
         // The test's operator is gone by now, so nothing would ever release the
         // RFC2136 finalizer: drop it, or the namespace would stay Terminating.
+        let kubectl = |args: &[&str]| self.cluster.kubectl(args);
         let names = kubectl(&["get", "sd", "-n", &self.name, "-o", "name"]);
         for sd in String::from_utf8_lossy(&names.stdout).lines() {
             let _ = kubectl(&[

@@ -19,7 +19,8 @@ pub mod proxy;
 pub mod tools;
 
 pub use cluster::{
-    TestNs, client, cluster, kubectl, kubectl_ok, kubectl_stdin, service_account_kubeconfig,
+    Cluster, PrivateCluster, TestNs, client, cluster, kubectl, kubectl_ok, kubectl_stdin,
+    service_account_kubeconfig,
 };
 pub use operator::Operator;
 

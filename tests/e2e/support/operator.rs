@@ -1,6 +1,6 @@
 //! The operator binary as a child process, the way a Deployment would run it.
 
-use super::{cluster, eventually, random_suffix, target_dir};
+use super::{Cluster, cluster, eventually, random_suffix, target_dir};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ pub struct Operator {
     log_path: PathBuf,
     child: Option<Child>,
     starts: u32,
+    kubeconfig: PathBuf,
 }
 
 impl Operator {
@@ -27,6 +28,17 @@ impl Operator {
 
     /// Like [`Operator::start`], with extra environment variables.
     pub fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Operator {
+        Operator::start_in(cluster(), name, args, env)
+    }
+
+    /// Like [`Operator::start_with_env`], against the control plane `cluster`
+    /// (a private one).
+    pub fn start_in(
+        cluster: &Cluster,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         let dir = target_dir().join("e2e-logs");
         std::fs::create_dir_all(&dir).expect("creating target/e2e-logs");
         let mut op = Operator {
@@ -39,6 +51,7 @@ impl Operator {
             log_path: dir.join(format!("operator-{name}-{}.log", random_suffix())),
             child: None,
             starts: 0,
+            kubeconfig: cluster.kubeconfig.clone(),
         };
         op.spawn();
         op
@@ -63,7 +76,7 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_anypost-operator"))
             .arg("run")
             .args(&self.args)
-            .env("KUBECONFIG", &cluster().kubeconfig)
+            .env("KUBECONFIG", &self.kubeconfig)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,anypost_operator=debug".into()),
