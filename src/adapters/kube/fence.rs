@@ -103,6 +103,40 @@ impl LeaderGuard {
         until == FOREVER || (until != 0 && self.ms(now) < until)
     }
 
+    /// `write`, for as long as this replica may write: judged before every
+    /// poll, so a write held up past the renew deadline (a frozen process, a
+    /// slow connection) is dropped, never sent late; a renewal meanwhile keeps
+    /// it going. For writes that do not go through the fenced API client (an
+    /// RFC2136 UPDATE).
+    pub async fn while_leading<F: std::future::Future>(
+        &self,
+        target: &'static str,
+        write: F,
+    ) -> Result<F::Output, NotLeader> {
+        self.check(target)?;
+        let mut write = std::pin::pin!(write);
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+        let wake = |g: &LeaderGuard| g.deadline().map_or_else(far, Into::into);
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(wake(self)));
+        std::future::poll_fn(|cx| {
+            if let Err(e) = self.check(target) {
+                return Poll::Ready(Err(e));
+            }
+            if let Poll::Ready(out) = write.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
+            }
+            // Wake at the deadline (as it stands now) to judge again.
+            while timer.as_mut().poll(cx).is_ready() {
+                if let Err(e) = self.check(target) {
+                    return Poll::Ready(Err(e));
+                }
+                timer.as_mut().reset(wake(self));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
     /// Until when writes may be made, while they may.
     pub fn deadline(&self) -> Option<Instant> {
         match self.0.until_ms.load(Ordering::SeqCst) {
@@ -259,6 +293,54 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An RFC2136 UPDATE made ready only after the deadline (the replica was
+    /// frozen in between) is not sent; one held up waits no longer than the
+    /// deadline; a renewal meanwhile lets it through.
+    #[tokio::test]
+    async fn a_write_outside_the_api_client_is_fenced_at_every_poll() {
+        use std::sync::atomic::AtomicBool;
+        let g = LeaderGuard::elected();
+        let sent = Arc::new(AtomicBool::new(false));
+        let send = |sent: &Arc<AtomicBool>| {
+            let sent = sent.clone();
+            async move { sent.store(true, Ordering::SeqCst) }
+        };
+        // Made before the deadline, first polled after it: dropped unsent.
+        g.extend(Instant::now() + Duration::from_millis(30));
+        let late = g.while_leading("rfc2136", send(&sent));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(late.await.is_err());
+        assert!(!sent.load(Ordering::SeqCst), "a late write went out");
+
+        // Held up (no connection yet) past the deadline: given up then.
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let held = |gate: &Arc<tokio::sync::Notify>| {
+            let (gate, sent) = (gate.clone(), sent.clone());
+            async move {
+                gate.notified().await;
+                sent.store(true, Ordering::SeqCst)
+            }
+        };
+        g.extend(Instant::now() + Duration::from_millis(30));
+        let started = Instant::now();
+        assert!(g.while_leading("rfc2136", held(&gate)).await.is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!sent.load(Ordering::SeqCst));
+
+        // Renewed while held up: it goes through.
+        g.extend(Instant::now() + Duration::from_millis(30));
+        let write = tokio::spawn({
+            let (g, w) = (g.clone(), held(&gate));
+            async move { g.while_leading("rfc2136", w).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        g.extend(Instant::now() + Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        gate.notify_one();
+        assert!(write.await.unwrap().is_ok());
+        assert!(sent.load(Ordering::SeqCst));
+    }
 
     #[test]
     fn writes_are_allowed_only_until_the_deadline() {

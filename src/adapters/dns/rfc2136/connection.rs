@@ -270,9 +270,13 @@ impl Server {
         msg: Message,
         guard: &LeaderGuard,
     ) -> Result<(), String> {
-        guard.check("rfc2136").map_err(|e| e.to_string())?;
         let id = msg.metadata.id;
-        let mut verifier = conn.send(msg, &self.signer).await?;
+        // Once on the wire the UPDATE is the server's; until then, a replica
+        // held up past its renew deadline drops it.
+        let mut verifier = guard
+            .while_leading("rfc2136", conn.send(msg, &self.signer))
+            .await
+            .map_err(|e| e.to_string())??;
         conn.receive(&mut verifier, id, true).await.map(|_| ())
     }
 
