@@ -67,8 +67,12 @@ clippy:
 # is built for the target, never build scripts or proc-macros.
 HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
 TEST_ENV := RUSTFLAGS="-C target-feature=+crt-static"
+#
+# Three tests at a time: the two chaos runs (tests/e2e/chaos.rs, minutes each,
+# mostly waiting on faults) start first and would otherwise hold both of cargo's
+# default two test threads while every other test waits.
 cargo-test:
-	$(TEST_ENV) $(CARGO) test --locked --target $(HOST_TARGET)
+	$(TEST_ENV) $(CARGO) test --locked --target $(HOST_TARGET) -- --test-threads 3
 
 crds:
 	$(CARGO) run --quiet --locked -- crd > $(CRD_FILE).tmp
