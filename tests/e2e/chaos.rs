@@ -908,13 +908,16 @@ impl Chaos {
             count("KeyRegenerated") == 0,
         );
         let rotations = self.rotations.len();
-        // Events are best effort (one sent as a leader dies may be lost): more
-        // than asked for is a fault, fewer is not.
+        // Shown, not asserted: Events are best effort both ways under these
+        // faults (one sent as a leader dies is lost; a reconcile that finds the
+        // rotation already in status, after a failover or an apiserver restart,
+        // tells it again). That each rotation happened once is asserted from the
+        // keys themselves, above.
         fig(
-            "Rotated / KeyRetired events (rotations asked)",
+            "Rotated / KeyRetired events (rotations asked; shown only)",
             format!("{} / {}", count("Rotated"), count("KeyRetired")),
-            &format!("<= {rotations} / <= {rotations}"),
-            count("Rotated") <= rotations && count("KeyRetired") <= rotations,
+            &format!("~{rotations} / ~{rotations}"),
+            true,
         );
         // The Secrets hold the keys status shows, owned by the object itself.
         let secrets: Api<Secret> = self.home.api();
