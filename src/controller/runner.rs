@@ -31,8 +31,10 @@ use tokio::sync::watch;
 /// The wait after a first failed reconcile; it doubles with each failure in a
 /// row, up to [`ERROR_REQUEUE_MAX`], and is jittered (see [`retry_after`]).
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(5);
-/// The longest wait between failed reconciles of one SendingDomain.
-pub const ERROR_REQUEUE_MAX: Duration = Duration::from_secs(300);
+/// The longest wait between failed reconciles of one SendingDomain: short
+/// enough that domains failed by an API outage are back within a minute of its
+/// end (the jitter still spreads them).
+pub const ERROR_REQUEUE_MAX: Duration = Duration::from_secs(60);
 /// How often `anypost_sendingdomains` is recounted.
 pub const COUNT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -268,13 +270,13 @@ mod tests {
         let full: Vec<Duration> = (1..=8).map(|n| retry_after(n, 1.0)).collect();
         assert_eq!(
             full,
-            [s(5), s(10), s(20), s(40), s(80), s(160), s(300), s(300)]
+            [s(5), s(10), s(20), s(40), s(60), s(60), s(60), s(60)]
         );
         // Jitter takes off up to half, never more, never adds.
         assert_eq!(retry_after(1, 0.0), Duration::from_millis(2500));
         assert_eq!(retry_after(3, 0.5), s(15));
         // Thousands of failures in a row neither overflow nor exceed the cap.
-        assert_eq!(retry_after(u32::MAX, 1.0), s(300));
+        assert_eq!(retry_after(u32::MAX, 1.0), s(60));
         assert_eq!(retry_after(0, 1.0), s(5));
     }
     use crate::core::api::{SendingDomainSpec, SendingDomainStatus};

@@ -67,12 +67,7 @@ enum Backend {
     Rfc2136,
 }
 
-/// Not in `make test` until its open failure is understood: in one of three CI
-/// runs on this machine (seed 11137707786223435765), five onboarding domains
-/// had not settled six minutes after the last fault. Run it with
-/// `cargo test --test e2e chaos_embedded -- --include-ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open failure under investigation: onboarding domains not settled after the faults"]
 async fn chaos_embedded_zone() {
     Chaos::run(Backend::Embedded).await;
 }
