@@ -15,7 +15,7 @@ use anypost_operator::adapters::dns::embedded::{
 };
 use anypost_operator::core::api::SendingDomain;
 use anypost_operator::core::trust::Trust;
-use anypost_operator::core::zone::{ZoneConfig, ZoneSettings, desired_zone};
+use anypost_operator::core::zone::desired_zone;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ use std::path::PathBuf;
 #[path = "support/bench_domains.rs"]
 mod bench_domains;
 
-use bench_domains::{Rng, ZONE, domains};
+use bench_domains::{Rng, ZONE, domains, zone_config};
 
 /// What resolvers ask for in practice: MX and SPF at the verification name, the
 /// DKIM key, the tracking CNAME, and some names that do not exist; shuffled.
@@ -99,16 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = PathBuf::from(dir);
     let listen: SocketAddr = listen.parse()?;
 
-    let cfg = ZoneConfig::new(&ZoneSettings {
-        zone: ZONE.into(),
-        mx_host: "bounce.anypost.example".into(),
-        spf_include: "spf.anypost.example".into(),
-        tracking_host: "t.anypost.example".into(),
-        nameservers: vec![],
-        nameserver_addresses: vec![format!("ns1.{ZONE}=127.0.0.1")],
-        soa_contact: None,
-        record_ttl: 300,
-    })?;
+    let cfg = zone_config();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let generated = domains(n, &mut rng);
     let sds: Vec<SendingDomain> = generated.iter().map(|(d, _, _)| d.clone()).collect();

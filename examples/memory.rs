@@ -16,7 +16,7 @@
 use anypost_operator::adapters::dns::embedded::ZoneHandle;
 use anypost_operator::core::api::SendingDomain;
 use anypost_operator::core::trust::Trust;
-use anypost_operator::core::zone::{ZoneConfig, ZoneSettings, desired_zone};
+use anypost_operator::core::zone::desired_zone;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 #[path = "support/bench_domains.rs"]
 mod bench_domains;
 
-use bench_domains::{Rng, ZONE, domains};
+use bench_domains::{Rng, ZONE, domains, zone_config};
 
 /// The system allocator, counting the bytes held and their peak.
 struct Counting;
@@ -160,20 +160,6 @@ fn secret(i: usize, rng: &mut Rng) -> Secret {
     s
 }
 
-fn config() -> ZoneConfig {
-    ZoneConfig::new(&ZoneSettings {
-        zone: ZONE.into(),
-        mx_host: "bounce.anypost.example".into(),
-        spf_include: "spf.anypost.example".into(),
-        tracking_host: "t.anypost.example".into(),
-        nameservers: vec![],
-        nameserver_addresses: vec![format!("ns1.{ZONE}=127.0.0.1")],
-        soa_contact: None,
-        record_ttl: 300,
-    })
-    .expect("a valid zone configuration")
-}
-
 fn kib(bytes: usize, n: usize) -> String {
     format!("{:>9.1}", bytes as f64 / n as f64 / 1024.0)
 }
@@ -188,7 +174,7 @@ fn main() {
     } else {
         args
     };
-    let cfg = config();
+    let cfg = zone_config();
     let trust = Trust::as_written();
     println!("KiB per domain, held (allocator count), by structure");
     println!(

@@ -7,6 +7,7 @@ use anypost_operator::core::api::{
     SendingDomainStatus, TrackingSpec,
 };
 use anypost_operator::core::naming::{domain_id, token};
+use anypost_operator::core::zone::{ZoneConfig, ZoneSettings};
 
 pub const ZONE: &str = "dns.anypost.example";
 
@@ -71,4 +72,19 @@ pub fn domains(n: usize, rng: &mut Rng) -> Vec<(SendingDomain, String, bool)> {
             (d, t, tracking)
         })
         .collect()
+}
+
+/// The zone the benchmarks serve.
+pub fn zone_config() -> ZoneConfig {
+    ZoneConfig::new(&ZoneSettings {
+        zone: ZONE.into(),
+        mx_host: "bounce.anypost.example".into(),
+        spf_include: "spf.anypost.example".into(),
+        tracking_host: "t.anypost.example".into(),
+        nameservers: vec![],
+        nameserver_addresses: vec![format!("ns1.{ZONE}=127.0.0.1")],
+        soa_contact: None,
+        record_ttl: 300,
+    })
+    .expect("a valid zone configuration")
 }
