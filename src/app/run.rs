@@ -12,7 +12,7 @@ use crate::adapters::dns::rfc2136::{
     self, Rfc2136Config, Rfc2136Publisher, Rfc2136Sync, SyncMetrics,
 };
 use crate::adapters::http;
-use crate::adapters::kube::identity::{Follower, PolicySource, TrustState};
+use crate::adapters::kube::identity::{Follower, IdentityError, PolicySource, TrustState};
 use crate::adapters::kube::leader::{Elector, LeaseTimings};
 use crate::adapters::kube::{Domains, LeaderGuard, client, identity, leader};
 use crate::adapters::resolver::{Resolver, ResolverVerifier};
@@ -187,9 +187,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Role::All | Role::Controller => control(&args, plan, &shared).await,
         }
     };
+    let mut following = following;
+    let follower_ended = |r: Result<Result<(), IdentityError>, tokio::task::JoinError>| {
+        r.context("the identity follower stopped")??;
+        anyhow::bail!("the identity follower ended")
+    };
     tokio::select! {
-        r = running => r,
-        r = following => { r.context("the identity follower stopped")??; anyhow::bail!("the identity follower ended") }
+        biased;
+        r = &mut following => follower_ended(r),
+        r = running => match r {
+            // The zone builder ends when the identity follower does: the
+            // follower's error (a missing namespace, say) is the one to report.
+            Err(e) => match tokio::time::timeout(Duration::from_secs(1), &mut following).await {
+                Ok(r) => follower_ended(r),
+                Err(_) => Err(e),
+            },
+            ok => ok,
+        },
         r = watch_domains => { r.context("the SendingDomain watch stopped")?; anyhow::bail!("the SendingDomain watch ended") }
         r = http => r.context("the HTTP server stopped")?.context("the HTTP server failed"),
     }
