@@ -1,6 +1,7 @@
 //! The SendingDomain controller: the context every reconcile shares, its errors,
 //! the [`runner`] that runs it while this replica leads, and [`reconcile`] itself.
 
+pub mod own_writes;
 pub mod pools;
 pub mod reconcile;
 pub mod runner;
@@ -113,6 +114,8 @@ pub struct Context {
     pub progress: Arc<Progress>,
     /// Failed reconciles in a row, per SendingDomain (for the retry back-off).
     failures: Mutex<HashMap<ObjectRef<SendingDomain>, u32>>,
+    /// Status writes the cache does not show yet.
+    pub own_writes: own_writes::OwnWrites,
 }
 
 impl Context {
@@ -145,6 +148,7 @@ impl Context {
             secrets: RwLock::new(None),
             progress: Arc::default(),
             failures: Mutex::default(),
+            own_writes: own_writes::OwnWrites::default(),
         }
     }
 

@@ -62,6 +62,28 @@ fn trim(sd: &mut SendingDomain) {
     sd.annotations_mut().retain(|k, _| k.starts_with(&prefix));
 }
 
+/// Fault injection for tests: with `ANYPOST_WATCH_LAG=<milliseconds>` every change
+/// the SendingDomain watch delivers reaches the cache that much later, as from an
+/// apiserver under load (the first list is not held). Compiled only into test
+/// builds, like the crash points of reconcile.
+#[cfg(any(debug_assertions, feature = "crash-points"))]
+fn watch_lag() -> Option<Duration> {
+    let ms = std::env::var("ANYPOST_WATCH_LAG").ok()?;
+    let ms: u64 = ms
+        .parse()
+        .expect("ANYPOST_WATCH_LAG is a number of milliseconds");
+    tracing::warn!(
+        ms,
+        "ANYPOST_WATCH_LAG: holding every SendingDomain change back"
+    );
+    Some(Duration::from_millis(ms))
+}
+
+#[cfg(not(any(debug_assertions, feature = "crash-points")))]
+fn watch_lag() -> Option<Duration> {
+    None
+}
+
 impl Domains {
     /// The cache, and the future that keeps it filled (run it for as long as the
     /// cache is used; watch errors are retried with backoff). `selector` limits
@@ -104,9 +126,16 @@ impl Domains {
             }
         });
         let me = domains.clone();
+        let lag = watch_lag();
         let events = watcher(api, config)
             .default_backoff()
             .modify(trim)
+            .then(move |event| async move {
+                if let (Some(lag), Ok(watcher::Event::Apply(_))) = (lag, &event) {
+                    tokio::time::sleep(lag).await;
+                }
+                event
+            })
             .reflect(writer);
         let drive = events.for_each(move |event| {
             match event {

@@ -144,12 +144,13 @@ fn domains(client: &Client, sd: &SendingDomain) -> Api<SendingDomain> {
 /// Writes `status` with a JSON patch whose first operation tests `metadata.uid`.
 /// (Server-side apply cannot fence a status write: for a custom resource's status
 /// subresource the apiserver takes every field but `status` from the stored
-/// object, `metadata.uid` included.)
+/// object, `metadata.uid` included.) Returns the object's resourceVersion after
+/// the write.
 pub async fn status(
     client: &Client,
     sd: &SendingDomain,
     status: &SendingDomainStatus,
-) -> Result<(), WriteError> {
+) -> Result<Option<String>, WriteError> {
     let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
         { "op": "test", "path": "/metadata/uid", "value": uid(sd) },
         { "op": "add", "path": "/status", "value": status },
@@ -159,11 +160,11 @@ pub async fn status(
         field_manager: Some(STATUS_MANAGER.into()),
         ..Default::default()
     };
-    domains(client, sd)
+    let written = domains(client, sd)
         .patch_status(&sd.name_any(), &params, &Patch::Json::<()>(patch))
         .await
         .map_err(|e| failed(sd, Write::Status, e))?;
-    Ok(())
+    Ok(written.metadata.resource_version)
 }
 
 /// Writes the DKIM Secret `name` holding `data`, owned by `sd`, over `read`: the

@@ -28,6 +28,10 @@ use std::time::Duration;
 pub const PUBLISH_POLL: Duration = Duration::from_secs(1);
 /// The shortest wait before the next reconcile of a domain.
 const MIN_REQUEUE: Duration = Duration::from_millis(200);
+/// How soon to look again when the cache does not show this controller's last
+/// status write yet (its watch event, which arrives first as a rule, triggers a
+/// reconcile by itself).
+const CACHE_POLL: Duration = Duration::from_millis(500);
 
 /// The status of an object that has none yet.
 static NO_STATUS: std::sync::LazyLock<SendingDomainStatus> =
@@ -39,6 +43,12 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     // Borrowed from the object rather than copied: during a burst thousands of
     // reconciles wait at once (for key generation or a check slot).
     let written: &SendingDomainStatus = sd.status.as_ref().unwrap_or(&NO_STATUS);
+    if let (Some(uid), Some(version)) = (&sd.metadata.uid, &sd.metadata.resource_version)
+        && ctx.own_writes.behind(uid, version)
+    {
+        tracing::debug!("the cache does not show the last status write yet");
+        return Ok(Action::requeue(CACHE_POLL));
+    }
     if sd.metadata.deletion_timestamp.is_some() {
         return deletion::finish(&sd, &ctx).await;
     }
@@ -104,8 +114,11 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
             tracking_enabled: sd.spec.tracking.is_some(),
         }),
     );
-    status::write(&sd, &ctx, written, previous, &new_status).await?;
-    keys.tell(&sd, &ctx).await;
+    // The keys' Events go with the status that records them: a status already
+    // as computed was written, and told, by an earlier reconcile.
+    if status::write(&sd, &ctx, written, previous, &new_status).await? {
+        keys.tell(&sd, &ctx).await;
+    }
     Ok(Action::requeue(next_wake(
         &sd,
         &ctx,

@@ -22,23 +22,31 @@ pub(super) fn sealed(
 
 /// Writes `new` if it differs from what the object carries (`written`), then an
 /// Event for each meaningful transition from `previous` (the status this reconcile
-/// built on). The write is fenced to the object's uid.
+/// built on). The write is fenced to the object's uid, and remembered until the
+/// cache shows it ([`crate::controller::own_writes`]). Returns whether it wrote.
 pub(super) async fn write(
     sd: &SendingDomain,
     ctx: &Context,
     written: &SendingDomainStatus,
     previous: &SendingDomainStatus,
     new: &SendingDomainStatus,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     if written == new {
-        return Ok(());
+        return Ok(false);
     }
-    writes::status(&ctx.client, sd, new).await?;
+    let to = writes::status(&ctx.client, sd, new).await?;
     ctx.metrics.status_writes.inc();
+    if let (Some(uid), Some(from), Some(to)) = (
+        sd.metadata.uid.as_deref(),
+        sd.metadata.resource_version.as_deref(),
+        to.as_deref(),
+    ) {
+        ctx.own_writes.wrote(uid, from, to);
+    }
     for e in events::transitions(previous, new) {
         ctx.event(sd, &e).await;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// When a blocked domain looks again: at a change of the SendingDomain, or a
