@@ -10,8 +10,9 @@
 //! - a cached DKIM Secret: two 2048-bit private keys in PEM, labels, owner;
 //! - the zone model built from the statuses (`desired_zone`);
 //! - the zone as served (`ZoneHandle::publish`: the model, the lookup index, the
-//!   transfer, the prepared answers), and the peak while a changed zone replaces
-//!   it (both held at once, plus the IXFR delta).
+//!   prepared answers; a transfer is made from the index when asked), and the
+//!   peak while a changed zone replaces it (both held at once, plus the IXFR
+//!   delta).
 
 use anypost_operator::adapters::dns::embedded::ZoneHandle;
 use anypost_operator::core::api::SendingDomain;

@@ -380,10 +380,7 @@ impl Responder {
             Reply::Transfer(Transfer::Axfr) => {
                 let served = served.as_deref().expect("a transfer is decided on a zone");
                 self.handle.metrics.transferred(false);
-                let chunks = served
-                    .axfr_chunks
-                    .iter()
-                    .map(|c| served.axfr[c.clone()].iter().collect());
+                let chunks = by_size(served.transfer()).into_iter();
                 transfer_messages(chunks, request, questions, edns.as_ref(), response_handle).await
             }
             Reply::Transfer(Transfer::Ixfr(chain)) => {

@@ -12,7 +12,6 @@ use crate::core::ports::{Published, Publisher};
 use crate::core::vocab::Reason;
 use crate::core::zone::{Change, RData, RecordType, RrSet, Zone, next_serial, plan, serves};
 use hickory_proto::rr::{self as hrr, LowerName, Name, Record};
-use hickory_proto::serialize::binary::BinEncodable;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -32,9 +31,10 @@ pub(super) struct Served {
     pub(super) negative_soa: Record,
     /// Every name that exists, including empty non-terminals (no RRsets).
     pub(super) nodes: HashMap<LowerName, Vec<Vec<Record>>>,
-    /// The zone transfer: SOA, every other record, SOA; split into messages.
-    pub(super) axfr: Vec<Record>,
-    pub(super) axfr_chunks: Vec<std::ops::Range<usize>>,
+    /// The apex SOA.
+    soa: Record,
+    /// Records in a zone transfer (the SOA twice).
+    transfer_len: usize,
     /// Every ordinary response, prepared for the fast path.
     pub(super) prepared: Prepared,
     /// The changes that led here, oldest first, for IXFR.
@@ -50,22 +50,6 @@ fn to_wire(owner: &Name, ttl: u32, r: &RData) -> Option<Record> {
     Some(Record::from_rdata(owner.clone(), ttl, data))
 }
 
-/// The zone transfer split into messages of about [`AXFR_MESSAGE_BYTES`].
-fn chunks(axfr: &[Record]) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let (mut start, mut size) = (0, 0);
-    for (i, r) in axfr.iter().enumerate() {
-        let len = r.to_bytes().map(|b| b.len()).unwrap_or(AXFR_MESSAGE_BYTES);
-        if size + len > AXFR_MESSAGE_BYTES && i > start {
-            out.push(start..i);
-            (start, size) = (i, 0);
-        }
-        size += len;
-    }
-    out.push(start..axfr.len());
-    out
-}
-
 impl Served {
     /// Builds the index. Names that are not valid DNS names cannot come from the
     /// checked flags and tokens; they are skipped with a warning rather than
@@ -75,7 +59,7 @@ impl Served {
         let origin = LowerName::new(&origin_name);
         let mut nodes: HashMap<LowerName, Vec<Vec<Record>>> = HashMap::new();
         let mut soa = None;
-        let mut rest = Vec::new();
+        let mut transfer_len = 2;
         for (owner, _, set) in zone.iter() {
             let Some(owner_name) = name(owner) else {
                 warn!(
@@ -95,7 +79,7 @@ impl Served {
             if set.record_type() == RecordType::Soa && owner == zone.origin() {
                 soa = Some(records[0].clone());
             } else {
-                rest.extend(records.iter().cloned());
+                transfer_len += records.len();
             }
             // The owner and every name between it and the apex exist.
             let mut n = LowerName::new(&owner_name);
@@ -110,18 +94,13 @@ impl Served {
         if let hrr::RData::SOA(s) = &soa.data {
             negative_soa.ttl = soa.ttl.min(s.minimum);
         }
-        let mut axfr = Vec::with_capacity(rest.len() + 2);
-        axfr.push(soa.clone());
-        axfr.extend(rest);
-        axfr.push(soa.clone());
-        let axfr_chunks = chunks(&axfr);
         let mut served = Served {
             zone: Arc::new(zone),
             origin,
             negative_soa,
             nodes,
-            axfr,
-            axfr_chunks,
+            soa,
+            transfer_len,
             prepared: Prepared::empty(),
             journal: Vec::new(),
         };
@@ -131,7 +110,34 @@ impl Served {
 
     /// The apex SOA (the first record of a transfer).
     pub(super) fn soa(&self) -> &Record {
-        &self.axfr[0]
+        &self.soa
+    }
+
+    /// A zone transfer's records: the SOA, every other record in the zone's
+    /// order (by name, then type), the SOA again. Made when asked, from the
+    /// index: transfers are rare, and a copy kept for them would cost as much
+    /// memory as the index itself.
+    pub(super) fn transfer(&self) -> Vec<&Record> {
+        let mut out = Vec::with_capacity(self.transfer_len);
+        out.push(&self.soa);
+        let mut last = None;
+        for (owner, _, _) in self.zone.iter() {
+            if last == Some(owner) {
+                continue;
+            }
+            last = Some(owner);
+            let Some(sets) = name(owner).and_then(|n| self.nodes.get(&LowerName::new(&n))) else {
+                continue;
+            };
+            let others = sets.iter().flatten();
+            out.extend(others.filter(|r| !self.is_apex_soa(r)));
+        }
+        out.push(&self.soa);
+        out
+    }
+
+    fn is_apex_soa(&self, r: &Record) -> bool {
+        r.record_type() == hrr::RecordType::SOA && LowerName::new(&r.name) == self.origin
     }
 }
 
@@ -254,7 +260,7 @@ impl ZoneHandle {
         match Served::build(zone) {
             Some(mut served) => {
                 if let Some(cur) = &current {
-                    record(&mut journal, delta(cur, &served), served.axfr.len());
+                    record(&mut journal, delta(cur, &served), served.transfer_len);
                 }
                 served.journal = journal.iter().cloned().collect();
                 self.served.send_replace(Some(Arc::new(served)));
