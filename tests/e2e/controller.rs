@@ -117,7 +117,7 @@ pub fn lease_of(run: &str) -> String {
 /// A SendingDomain manifest labelled for `run`.
 pub fn manifest(name: &str, run: &str, spec: &str) -> String {
     format!(
-        "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: {name}\n  labels:\n    anypost.com/e2e-run: {run}\nspec:\n{spec}"
+        "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: {name}\n  labels:\n    anypost.com/e2e-run: \"{run}\"\nspec:\n{spec}"
     )
 }
 

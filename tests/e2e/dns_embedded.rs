@@ -659,7 +659,7 @@ async fn the_watch_serves_only_sealed_status_writes_and_forgets_deleted_domains(
     });
     let domain = format!("{}.watch.example", ns.name);
     ns.apply_ok(&format!(
-        "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: watched\n  labels:\n    anypost.com/e2e-run: {}\nspec:\n  domain: {domain}\n  tracking:\n    subdomain: track\n",
+        "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: watched\n  labels:\n    anypost.com/e2e-run: \"{}\"\nspec:\n  domain: {domain}\n  tracking:\n    subdomain: track\n",
         ns.name
     ));
     let api = ns.api::<SendingDomain>();

@@ -83,7 +83,7 @@ impl Setup {
         let name = "shop";
         ns.apply_ok(&format!(
             "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: {name}\n  \
-             labels:\n    anypost.com/e2e-run: {run}\nspec:\n  domain: shop-{}.example.com\n  \
+             labels:\n    anypost.com/e2e-run: \"{run}\"\nspec:\n  domain: shop-{}.example.com\n  \
              dkim:\n    keyBits: {bits}\n{dkim_extra}",
             random_suffix()
         ));

@@ -54,7 +54,7 @@ impl Shard {
 
 fn manifest(name: &str, run: &str, shard: &str, domain: &str) -> String {
     format!(
-        "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: {name}\n  labels:\n    anypost.com/e2e-run: {run}\n    anypost.com/shard: {shard}\nspec:\n  domain: {domain}\n  dkim:\n    keyBits: 1024\n"
+        "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  name: {name}\n  labels:\n    anypost.com/e2e-run: \"{run}\"\n    anypost.com/shard: {shard}\nspec:\n  domain: {domain}\n  dkim:\n    keyBits: 1024\n"
     )
 }
 

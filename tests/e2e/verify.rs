@@ -884,7 +884,7 @@ mod through_the_operator {
             let name = "shop";
             ns.apply_ok(&format!(
                 "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  \
-                 name: {name}\n  labels:\n    anypost.com/e2e-run: {run}\nspec:\n  \
+                 name: {name}\n  labels:\n    anypost.com/e2e-run: \"{run}\"\nspec:\n  \
                  domain: {domain}\n  tracking:\n    subdomain: track\n{spec}"
             ));
             let api = ns.api();
@@ -1105,7 +1105,7 @@ mod through_the_operator {
         let run = s.ns.name.clone();
         s.ns.apply_ok(&format!(
             "apiVersion: anypost.com/v1alpha1\nkind: SendingDomain\nmetadata:\n  \
-             name: {}\n  labels:\n    anypost.com/e2e-run: {run}\nspec:\n  \
+             name: {}\n  labels:\n    anypost.com/e2e-run: \"{run}\"\nspec:\n  \
              domain: {other}\n  dkim:\n    keyBits: 1024\n",
             s.name
         ));

@@ -10,6 +10,7 @@
 use std::fs;
 // One allocator for every server the tests start: it never hands out a port
 // twice in this process.
+use super::dns_topology::PortHold;
 pub use super::dns_topology::free_port;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub struct BindPrimary {
     addr: SocketAddr,
     secret: String,
     named: Option<Child>,
+    /// The port while `named` is stopped on purpose.
+    hold: Option<PortHold>,
 }
 
 impl BindPrimary {
@@ -69,6 +72,7 @@ impl BindPrimary {
             addr,
             secret,
             named: None,
+            hold: None,
         };
         bind.write_conf(true);
         bind.start_again().await;
@@ -79,6 +83,7 @@ impl BindPrimary {
     /// returns once it answers for the zone.
     pub async fn start_again(&mut self) {
         assert!(self.named.is_none(), "named is already running");
+        self.hold = None;
         let log = self.dir.path().join("named.log");
         let out = fs::File::options()
             .create(true)
@@ -163,10 +168,12 @@ zone "{zone}" {{
     }
 
     /// Stops `named` (SIGKILL, like a crash: only the journal keeps the updates).
+    /// Its port stays held until [`Self::start_again`].
     pub fn stop(&mut self) {
         if let Some(mut c) = self.named.take() {
             let _ = c.kill();
             let _ = c.wait();
+            self.hold = Some(PortHold::take(&[self.addr]));
         }
     }
 

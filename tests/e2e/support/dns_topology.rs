@@ -120,7 +120,10 @@ pub struct DnsTopology {
     rndc_port: u16,
     unbound: Option<Child>,
     unbound_addr: SocketAddr,
+    unbound_control: SocketAddr,
     unbound_conf: PathBuf,
+    /// unbound's ports while it is stopped on purpose.
+    unbound_hold: Option<PortHold>,
     operator_zone: String,
     /// A zone the resolver answers for, to probe it.
     first_zone: String,
@@ -274,7 +277,9 @@ remote-control:
             rndc_port,
             unbound: None,
             unbound_addr,
+            unbound_control: ([127, 0, 0, 1], control_port).into(),
             unbound_conf,
+            unbound_hold: None,
             operator_zone: operator_name,
             first_zone: served.first().map(|z| z.origin.clone()).unwrap_or_default(),
             serials: Mutex::new(serials),
@@ -378,6 +383,7 @@ remote-control:
         if let Some(mut c) = self.unbound.take() {
             let _ = c.kill();
             let _ = c.wait();
+            self.unbound_hold = Some(PortHold::take(&[self.unbound_addr, self.unbound_control]));
         }
     }
 
@@ -387,6 +393,7 @@ remote-control:
         if self.unbound.is_some() {
             return;
         }
+        self.unbound_hold = None;
         self.start_resolver();
         let (addr, origin) = (self.unbound_addr, self.first_zone.clone());
         self.wait_until("unbound", || {
@@ -517,6 +524,37 @@ impl Reserved {
     /// starting that server.
     pub fn release(self) -> u16 {
         self.port
+    }
+}
+
+/// The ports of a server stopped on purpose, held until it starts again so that
+/// nothing else on the machine takes them meanwhile (an outgoing socket's
+/// ephemeral port, say: a resolver stopped for twenty seconds once came back to
+/// "Address already in use"). UDP is bound and never read, so queries go
+/// unanswered as to a dead server; TCP is bound without listening, so a connect is
+/// refused. A port someone took already is left alone (the restart then fails
+/// with the server's log, as before).
+pub struct PortHold {
+    _sockets: Vec<socket2::Socket>,
+}
+
+impl PortHold {
+    pub fn take(addrs: &[SocketAddr]) -> PortHold {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let mut sockets = Vec::new();
+        for addr in addrs {
+            for (ty, proto) in [(Type::DGRAM, Protocol::UDP), (Type::STREAM, Protocol::TCP)] {
+                let Ok(s) = Socket::new(Domain::IPV4, ty, Some(proto)) else {
+                    continue;
+                };
+                // TCP: connections the server accepted may linger in TIME_WAIT.
+                let _ = s.set_reuse_address(ty == Type::STREAM);
+                if s.bind(&(*addr).into()).is_ok() {
+                    sockets.push(s);
+                }
+            }
+        }
+        PortHold { _sockets: sockets }
     }
 }
 
