@@ -48,10 +48,15 @@ fn start_at(state: &Path) -> Result<Cluster, String> {
     };
 
     // Server-side apply: idempotent, and no last-applied annotation on a large CRD.
+    // Then wait until the CRD is Established. Both retried for a while: every test
+    // of the binary depends on this one setup; an apiserver starved by the work
+    // beside it (etcd briefly unreachable) must not fail them all at once, and
+    // `kubectl wait` gives up at once ("status.conditions accessor error") on a CRD
+    // whose conditions the apiserver has not written yet.
     let crds = repo_root().join("crds");
     let crds = crds.to_str().expect("the repository path is UTF-8");
-    let apply = run_kubectl(
-        &cluster,
+    let crd = format!("crd/{CRD}");
+    let steps: [&[&str]; 2] = [
         &[
             "apply",
             "--server-side",
@@ -60,30 +65,25 @@ fn start_at(state: &Path) -> Result<Cluster, String> {
             "-f",
             crds,
         ],
-        None,
-    );
-    if !apply.status.success() {
-        return Err(format!(
-            "applying crds/ failed:\n{}",
-            String::from_utf8_lossy(&apply.stderr)
-        ));
-    }
-    let wait = run_kubectl(
-        &cluster,
-        &[
-            "wait",
-            "--for=condition=Established",
-            &format!("crd/{CRD}"),
-            "--timeout=60s",
-        ],
-        None,
-    );
-    if !wait.status.success() {
-        return Err(format!(
-            "the CRD {CRD} did not become Established:\n{}{}",
-            String::from_utf8_lossy(&wait.stdout),
-            String::from_utf8_lossy(&wait.stderr)
-        ));
+        &["wait", "--for=condition=Established", &crd, "--timeout=30s"],
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    for args in steps {
+        loop {
+            let out = run_kubectl(&cluster, args, None);
+            if out.status.success() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "kubectl {} failed for 180 s; last:\n{}{}",
+                    args[0],
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
     }
     Ok(cluster)
 }
