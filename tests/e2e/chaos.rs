@@ -1088,7 +1088,17 @@ impl Chaos {
                 }
             }
             Backend::Rfc2136 => {
-                let r = self.bind_matches().await;
+                // As for the embedded zone: the last fault may have been a new
+                // leader, whose first sync (a transfer and a diff) takes seconds.
+                // A sync that stays behind still fails after 20 s.
+                let t0 = Instant::now();
+                let r = loop {
+                    match self.bind_matches().await {
+                        Ok(()) => break Ok(()),
+                        Err(e) if t0.elapsed() > Duration::from_secs(20) => break Err(e),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    }
+                };
                 fig(
                     "BIND's zone (AXFR) = the zone the statuses ask for",
                     r.as_ref()
