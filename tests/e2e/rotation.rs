@@ -285,8 +285,8 @@ impl Setup {
         }
     }
 
-    /// Events about the SendingDomain as `(type, reason, message)`.
-    fn events(&self) -> Vec<(String, String, String)> {
+    /// The Event objects about the SendingDomain, as JSON.
+    fn event_items(&self) -> Vec<serde_json::Value> {
         let out = self.ns.kubectl_ok(&[
             "get",
             "events",
@@ -295,10 +295,16 @@ impl Setup {
             "-o",
             "json",
         ]);
-        let list: serde_json::Value = serde_json::from_str(&out).expect("event JSON");
-        list["items"]
-            .as_array()
-            .expect("items")
+        let mut list: serde_json::Value = serde_json::from_str(&out).expect("event JSON");
+        match list["items"].take() {
+            serde_json::Value::Array(items) => items,
+            other => panic!("no items in the event list: {other}"),
+        }
+    }
+
+    /// Events about the SendingDomain as `(type, reason, message)`.
+    fn events(&self) -> Vec<(String, String, String)> {
+        self.event_items()
             .iter()
             .map(|e| {
                 let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
@@ -310,18 +316,7 @@ impl Setup {
     /// How many times an Event of `reason` was told about the SendingDomain: the
     /// recorder folds repeats of one reason into a series with a count.
     fn told(&self, reason: &str) -> u64 {
-        let out = self.ns.kubectl_ok(&[
-            "get",
-            "events",
-            "--field-selector",
-            &format!("involvedObject.name={}", self.name),
-            "-o",
-            "json",
-        ]);
-        let list: serde_json::Value = serde_json::from_str(&out).expect("event JSON");
-        list["items"]
-            .as_array()
-            .expect("items")
+        self.event_items()
             .iter()
             .filter(|e| e["reason"] == reason)
             .map(|e| {

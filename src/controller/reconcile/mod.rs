@@ -43,10 +43,7 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
     // Borrowed from the object rather than copied: during a burst thousands of
     // reconciles wait at once (for key generation or a check slot).
     let written: &SendingDomainStatus = sd.status.as_ref().unwrap_or(&NO_STATUS);
-    if let (Some(uid), Some(version)) = (&sd.metadata.uid, &sd.metadata.resource_version)
-        && ctx.own_writes.behind(uid, version)
-    {
-        tracing::debug!("the cache does not show the last status write yet");
+    if cache_behind(&sd, &ctx) {
         return Ok(Action::requeue(CACHE_POLL));
     }
     if sd.metadata.deletion_timestamp.is_some() {
@@ -128,6 +125,19 @@ pub async fn reconcile(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Acti
         &keys,
         now,
     )))
+}
+
+/// Whether the cache still shows `sd` as it was before this controller's last
+/// status write of it (see [`crate::controller::own_writes`]).
+fn cache_behind(sd: &SendingDomain, ctx: &Context) -> bool {
+    let (Some(uid), Some(version)) = (&sd.metadata.uid, &sd.metadata.resource_version) else {
+        return false;
+    };
+    let behind = ctx.own_writes.behind(uid, version);
+    if behind {
+        tracing::debug!("the cache does not show the last status write yet");
+    }
+    behind
 }
 
 /// A domain reconcile may act on: its name parsed, the identity key not in
