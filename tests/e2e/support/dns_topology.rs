@@ -252,6 +252,9 @@ options {{ default-key "rndc-key"; default-server 127.0.0.1; default-port {rndc_
     verbosity: 1
     access-control: 127.0.0.0/8 allow
     do-not-query-localhost: no
+    # Outgoing queries from the kernel's ephemeral range only, never from the
+    # ports the tests hand their servers (reserve_port, 10000-19999).
+    outgoing-port-avoid: 0-32767
     module-config: "iterator"
     qname-minimisation: no
     cache-max-ttl: 0
@@ -559,11 +562,43 @@ impl PortHold {
 }
 
 /// Reserves a port: see [`Reserved`].
+///
+/// Taken from 10000–19999, below the kernel's ephemeral range (the ports it gives
+/// outgoing sockets) and below the 20000–31999 of `scripts/dev-cluster`: a port
+/// released for a server to bind cannot be taken meanwhile by somebody's outgoing
+/// connection or query (`rndc` once found BIND's control port taken by a load
+/// generator's socket). On a machine whose ephemeral range reaches down there,
+/// the kernel picks instead.
 pub fn reserve_port() -> Reserved {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("binding a UDP socket on loopback");
-        let port = udp.local_addr().expect("local address").port();
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 10_000;
+    let below_ephemeral = ephemeral_low().is_some_and(|low| low >= LOW + SPAN);
+    // Each test process starts somewhere else in the range, so that two test
+    // binaries (or two runs) rarely try the same ports.
+    if below_ephemeral && NEXT.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        let start = getrandom::u32().unwrap_or(std::process::id()) % SPAN + 1;
+        let _ = NEXT.compare_exchange(
+            0,
+            start,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+    for _ in 0..SPAN {
+        let (udp, port) = if below_ephemeral {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let port = (LOW + n % SPAN) as u16;
+            match UdpSocket::bind(("127.0.0.1", port)) {
+                Ok(udp) => (udp, port),
+                Err(_) => continue,
+            }
+        } else {
+            let udp = UdpSocket::bind("127.0.0.1:0").expect("binding a UDP socket on loopback");
+            let port = udp.local_addr().expect("local address").port();
+            (udp, port)
+        };
         let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)) else {
             continue;
         };
@@ -576,6 +611,16 @@ pub fn reserve_port() -> Reserved {
         }
     }
     panic!("no free port on 127.0.0.1");
+}
+
+/// The lowest port the kernel gives outgoing sockets, if it says.
+fn ephemeral_low() -> Option<u32> {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The SOA serial `server` answers for `zone`, if it answers.
