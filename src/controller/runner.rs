@@ -35,6 +35,9 @@ pub const ERROR_REQUEUE: Duration = Duration::from_secs(5);
 /// enough that domains failed by an API outage are back within a minute of its
 /// end (the jitter still spreads them).
 pub const ERROR_REQUEUE_MAX: Duration = Duration::from_secs(60);
+/// The wait before trying again an object whose write the fence refused: about
+/// the election's retry period, by which a late renewal has opened it again.
+pub const NOT_LEADER_RETRY: Duration = Duration::from_secs(1);
 /// How often `anypost_sendingdomains` is recounted.
 pub const COUNT_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -156,13 +159,17 @@ fn error_policy(sd: Arc<SendingDomain>, err: &Error, ctx: Arc<Context>) -> Actio
         })
         .inc();
     if let Error::Write(WriteError::NotLeader { .. }) = err {
-        // The term is ending: the election stops this controller at once.
+        // The fence closed: the term is ending, and the election stops this
+        // controller at once; or the renewal came late (a starved replica, a
+        // slow apiserver) and the next one opens the fence again while this
+        // controller keeps running. Then the object must be tried again: left
+        // to wait for a change of its own, it would never be reconciled.
         tracing::info!(
             namespace = %sd.namespace().unwrap_or_default(),
             name = %sd.name_any(),
-            "write refused: no longer the leader"
+            "write refused: not the leader (or past the renew deadline); trying again shortly"
         );
-        return Action::await_change();
+        return Action::requeue(NOT_LEADER_RETRY);
     }
     if let Error::Write(WriteError::Superseded { .. }) = err {
         // Not a failure: the object that replaced it has its own reconcile.

@@ -281,6 +281,9 @@ impl Elector {
 pub async fn run(mut elector: Elector, guard: LeaderGuard) {
     let timings = elector.timings;
     loop {
+        if let Some(stall) = stall_requested() {
+            tokio::time::sleep(stall).await;
+        }
         let sent = Instant::now();
         // A round never outlives the deadline it could extend (nor, while
         // following, a renew deadline): no client retries past it.
@@ -303,6 +306,33 @@ pub async fn run(mut elector: Elector, guard: LeaderGuard) {
             None => pause.await,
         }
     }
+}
+
+/// Fault injection for tests: when the file named by
+/// `ANYPOST_ELECTOR_STALL_FILE` appears, holding a number of milliseconds, the
+/// election stands still that long once (no renewal, no step-down), as a
+/// replica starved of CPU does: the fence closes at the renew deadline while
+/// the controller keeps running, and the next renewal opens it again. The file
+/// is removed. Compiled only into test builds, like the crash points of reconcile.
+#[cfg(any(debug_assertions, feature = "crash-points"))]
+fn stall_requested() -> Option<Duration> {
+    let path = std::env::var_os("ANYPOST_ELECTOR_STALL_FILE")?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    let _ = std::fs::remove_file(&path);
+    let ms: u64 = text
+        .trim()
+        .parse()
+        .expect("ANYPOST_ELECTOR_STALL_FILE holds a number of milliseconds");
+    tracing::warn!(
+        ms,
+        "ANYPOST_ELECTOR_STALL_FILE: the election stands still (no renewal, no step-down)"
+    );
+    Some(Duration::from_millis(ms))
+}
+
+#[cfg(not(any(debug_assertions, feature = "crash-points")))]
+fn stall_requested() -> Option<Duration> {
+    None
 }
 
 /// Acts on one round's result.
