@@ -321,20 +321,25 @@ async fn rfc2136_bind_down_is_reported_and_caught_up() {
     eventually(WAIT, || async {
         let m = |name| metric(http, name).map_err(anyhow::Error::msg);
         ensure!(m("anypost_rfc2136_failing")? == 1.0, "not failing yet");
-        ensure!(m("anypost_reconciles_total")? >= 2.0, "not reconciled yet");
         Ok::<_, anyhow::Error>(())
     })
     .await;
-    let still = api.get("one").await.unwrap();
-    assert_eq!(published_since(&still), since, "{:?}", still.status);
-    let two_now = api.get("two").await.unwrap();
-    let c = condition(&two_now, "RecordsPublished").unwrap();
+    // The restarted operator's own word on the second domain (a reconcile
+    // counted in the metrics may not have its status write in yet).
+    let c = eventually(WAIT, || async {
+        let two_now = api.get("two").await?;
+        let c = condition(&two_now, "RecordsPublished").ok_or_else(|| anyhow!("no condition"))?;
+        ensure!(c.2.contains("first read"), "RecordsPublished of two: {c:?}");
+        Ok::<_, anyhow::Error>(c)
+    })
+    .await;
     assert_eq!(
         (c.0.as_str(), c.1.as_str()),
         ("False", "SyncFailed"),
         "{c:?}"
     );
-    assert!(c.2.contains("first read"), "{}", c.2);
+    let still = api.get("one").await.unwrap();
+    assert_eq!(published_since(&still), since, "{:?}", still.status);
 
     bind.start_again().await;
     // Nothing was lost: the first domain's records came back with the server.
