@@ -22,7 +22,8 @@ use std::fs;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A zone the test writes: its origin and its records, one zone-file line each
@@ -571,25 +572,19 @@ impl PortHold {
 /// the kernel picks instead.
 pub fn reserve_port() -> Reserved {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     const LOW: u32 = 10_000;
     const SPAN: u32 = 10_000;
-    let below_ephemeral = ephemeral_low().is_some_and(|low| low >= LOW + SPAN);
-    // Each test process starts somewhere else in the range, so that two test
-    // binaries (or two runs) rarely try the same ports.
-    if below_ephemeral && NEXT.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        let start = getrandom::u32().unwrap_or(std::process::id()) % SPAN + 1;
-        let _ = NEXT.compare_exchange(
-            0,
-            start,
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
+    // Read once. Each test process starts somewhere else in the range, so that
+    // two test binaries (or two runs) rarely try the same ports.
+    static BELOW_EPHEMERAL: OnceLock<bool> = OnceLock::new();
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let below_ephemeral =
+        *BELOW_EPHEMERAL.get_or_init(|| ephemeral_low().is_some_and(|low| low >= LOW + SPAN));
+    let next =
+        NEXT.get_or_init(|| AtomicU32::new(getrandom::u32().unwrap_or(std::process::id()) % SPAN));
     for _ in 0..SPAN {
         let (udp, port) = if below_ephemeral {
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let port = (LOW + n % SPAN) as u16;
+            let port = (LOW + next.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
             match UdpSocket::bind(("127.0.0.1", port)) {
                 Ok(udp) => (udp, port),
                 Err(_) => continue,
