@@ -11,9 +11,10 @@
 //! lease duration as *it* observed it, the old leader's last write always comes
 //! before the new leader's first.
 //!
-//! For the Kubernetes API the fence is a layer in the client's request stack
-//! ([`FenceLayer`]), inside the retry layer: every attempt of every POST, PUT,
-//! PATCH and DELETE is checked, including retries the client makes on its own.
+//! For the Kubernetes API the fence is the top of the fenced client's request
+//! stack ([`Fence`]): every POST, PUT, PATCH and DELETE is checked before it is
+//! handed to the HTTP client (which makes no retries of its own), and again by
+//! the connection before every write to the socket ([`super::wire_fence`]).
 
 use futures::future::BoxFuture;
 use http::{Method, Request};
@@ -198,27 +199,25 @@ pub fn is_refused(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Service(s) if s.downcast_ref::<NotLeader>().is_some())
 }
 
-/// Puts [`Fence`] into a client's request stack.
-#[derive(Clone)]
-pub struct FenceLayer(pub LeaderGuard);
-
-impl<S> tower::Layer<S> for FenceLayer {
-    type Service = Fence<S>;
-
-    fn layer(&self, inner: S) -> Fence<S> {
-        Fence {
-            inner,
-            guard: self.0.clone(),
-        }
-    }
+/// The top of the fenced API client's request stack: reads go to `reads`; writes
+/// (POST, PUT, PATCH, DELETE) go to `writes` while the guard allows them, and are
+/// given up at its deadline. `writes` is meant to run over connections that
+/// check the guard too ([`super::wire_fence`]): a write handed over just before
+/// the deadline is then stopped on the wire as well.
+pub struct Fence<S> {
+    reads: S,
+    writes: S,
+    guard: LeaderGuard,
 }
 
-/// Refuses writes (POST, PUT, PATCH, DELETE) while the guard refuses them; reads
-/// pass.
-#[derive(Clone)]
-pub struct Fence<S> {
-    inner: S,
-    guard: LeaderGuard,
+impl<S> Fence<S> {
+    pub fn new(reads: S, writes: S, guard: LeaderGuard) -> Fence<S> {
+        Fence {
+            reads,
+            writes,
+            guard,
+        }
+    }
 }
 
 fn is_write(m: &Method) -> bool {
@@ -237,12 +236,15 @@ where
     type Future = BoxFuture<'static, Result<S::Response, tower::BoxError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        match self.reads.poll_ready(cx).map_err(Into::into)? {
+            Poll::Ready(()) => self.writes.poll_ready(cx).map_err(Into::into),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if !is_write(req.method()) {
-            let sent = self.inner.call(req);
+            let sent = self.reads.call(req);
             return Box::pin(async move { sent.await.map_err(Into::into) });
         }
         if let Err(refused) = self.guard.check("kube") {
@@ -252,7 +254,7 @@ where
         // closed), so that a request held up by the network is cut short rather
         // than completed after another replica took over.
         let deadline = self.guard.deadline();
-        let sent = self.inner.call(req);
+        let sent = self.writes.call(req);
         Box::pin(async move {
             let Some(deadline) = deadline else {
                 return sent.await.map_err(Into::into);
@@ -380,7 +382,6 @@ mod tests {
     #[tokio::test]
     async fn a_write_held_up_past_the_deadline_is_not_sent_when_the_replica_wakes() {
         use std::sync::atomic::AtomicBool;
-        use tower::Layer as _;
         use tower::Service as _;
         let g = LeaderGuard::elected();
         g.extend(Instant::now() + Duration::from_millis(200));
@@ -398,7 +399,7 @@ mod tests {
                 }
             })
         };
-        let mut fence = FenceLayer(g.clone()).layer(inner);
+        let mut fence = Fence::new(inner.clone(), inner, g.clone());
         let write = Request::post("/apis/x").body(()).unwrap();
         let mut answer = fence.call(write);
         assert!(futures::poll!(&mut answer).is_pending());
@@ -432,22 +433,34 @@ mod tests {
     #[tokio::test]
     async fn the_fence_refuses_writes_and_passes_reads() {
         use tower::{Service, ServiceExt};
-        let inner = tower::service_fn(|_: Request<()>| async { Ok::<_, NotLeader>("sent") });
-        let mut svc = FenceLayer(LeaderGuard::elected()).layer_on(inner);
-        let get = Request::get("/api/v1/namespaces").body(()).unwrap();
-        assert_eq!(svc.ready().await.unwrap().call(get).await.unwrap(), "sent");
-        let patch = Request::patch("/apis/anypost.com/v1alpha1/x")
-            .body(())
-            .unwrap();
-        let e = svc.ready().await.unwrap().call(patch).await.unwrap_err();
+        // Reads and writes go their own ways (writes over fenced connections).
+        let way = |to: &'static str| {
+            tower::service_fn(move |_: Request<()>| async move { Ok::<_, NotLeader>(to) })
+        };
+        let g = LeaderGuard::elected();
+        let mut svc = Fence::new(way("reads"), way("writes"), g.clone());
+        let get = || Request::get("/api/v1/namespaces").body(()).unwrap();
+        let patch = || {
+            Request::patch("/apis/anypost.com/v1alpha1/x")
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(
+            svc.ready().await.unwrap().call(get()).await.unwrap(),
+            "reads"
+        );
+        let e = svc.ready().await.unwrap().call(patch()).await.unwrap_err();
         assert!(e.downcast_ref::<NotLeader>().is_some(), "{e}");
         let kube_error = kube::Error::Service(e);
         assert!(is_refused(&kube_error));
-    }
-
-    impl FenceLayer {
-        fn layer_on<S>(&self, s: S) -> Fence<S> {
-            tower::Layer::layer(self, s)
-        }
+        g.extend(Instant::now() + Duration::from_secs(60));
+        assert_eq!(
+            svc.ready().await.unwrap().call(patch()).await.unwrap(),
+            "writes"
+        );
+        assert_eq!(
+            svc.ready().await.unwrap().call(get()).await.unwrap(),
+            "reads"
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod domains;
 pub mod fence;
 pub mod identity;
 pub mod leader;
+pub mod wire_fence;
 pub mod writes;
 
 pub use domains::Domains;
