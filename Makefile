@@ -9,7 +9,7 @@ CARGO ?= cargo
 CRD_FILE := crds/sendingdomains.anypost.com.yaml
 
 .PHONY: help test prepare-go prepare-rust test-deps control-plane fmt-check clippy node-build cargo-test crds \
-	demo demo-down bench cluster-up cluster-down image
+	demo demo-down bench fuzz cluster-up cluster-down image
 
 # `make demo MODE=pods` runs the demo's operator as the chart's pods on the local node.
 MODE ?= process
@@ -20,6 +20,7 @@ help:
 	@echo "                 MODE=pods: the same demo through the Helm chart, as pods on a local node"
 	@echo "make image       build the operator's image offline and import it into the local node"
 	@echo "make bench       the benchmarks, each beside its baseline"
+	@echo "make fuzz        the DNS request-path fuzz target for FUZZ_SECONDS (60)"
 	@echo "make crds        regenerate $(CRD_FILE) from the Rust types"
 	@echo "make cluster-up  start the local control plane (scripts/dev-cluster up); cluster-down stops it"
 
@@ -30,7 +31,7 @@ help:
 ## Each line of their output is prefixed with [go] or [rust].
 test:
 	@$(MAKE) --no-print-directory -j2 prepare-go prepare-rust
-	@$(MAKE) --no-print-directory control-plane cargo-test
+	@$(MAKE) --no-print-directory control-plane cargo-test fuzz
 
 prepare-go:
 	scripts/install-test-deps 2>&1 | sed -u 's/^/[go] /'
@@ -41,6 +42,7 @@ prepare-rust:
 	$(CARGO) fmt --all --check 2>&1 | sed -u 's/^/[rust] /'
 	env -u MAKEFLAGS -u MFLAGS CARGO_TARGET_DIR=$(TEST_TARGET_DIR) $(CARGO) clippy --locked --all-targets -- -D warnings 2>&1 | sed -u 's/^/[rust] /'
 	env -u MAKEFLAGS -u MFLAGS $(TEST_ENV) $(CARGO) test --locked --target $(HOST_TARGET) --no-run 2>&1 | sed -u 's/^/[rust] /'
+	env -u MAKEFLAGS -u MFLAGS FUZZ_PROFILE=$(FUZZ_PROFILE) scripts/fuzz-dns --build 2>&1 | sed -u 's/^/[rust] /'
 
 test-deps:
 	scripts/install-test-deps
@@ -82,6 +84,14 @@ TEST_ENV := CARGO_TARGET_DIR=$(TEST_TARGET_DIR) RUSTFLAGS="-C target-feature=+cr
 # waiting; two threads are left for every other test.
 cargo-test:
 	$(TEST_ENV) $(CARGO) test --locked --target $(HOST_TARGET) -- --test-threads 4
+
+# The DNS server's request-path fuzz target (fuzz/), for a bounded time after the
+# tests, from the corpus checked in under fuzz/corpus and fuzz/seeds. A crash
+# fails the run and leaves its input in fuzz/artifacts/. scripts/fuzz-dns says more.
+FUZZ_SECONDS ?= 60
+FUZZ_PROFILE ?= dev
+fuzz:
+	FUZZ_PROFILE=$(FUZZ_PROFILE) scripts/fuzz-dns $(FUZZ_SECONDS)
 
 crds:
 	$(CARGO) run --quiet --locked -- crd > $(CRD_FILE).tmp
