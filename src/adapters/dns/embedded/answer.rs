@@ -266,7 +266,7 @@ fn glue<'s>(served: &'s Served, ns: &'s [Record]) -> impl Iterator<Item = &'s Re
             hrr::RData::NS(NS(target)) => served.nodes.get(&LowerName::new(target)),
             _ => None,
         })
-        .flatten()
+        .flat_map(|sets| sets.iter())
         .filter(|s| {
             matches!(
                 s[0].record_type(),

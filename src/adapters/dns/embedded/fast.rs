@@ -15,10 +15,12 @@ use super::answer::{Reply, lookup};
 use super::transport::MAX_UDP_PAYLOAD;
 use super::zone_handle::Served;
 use hickory_proto::op::{Query as HQuery, ResponseCode};
-use hickory_proto::rr::{LowerName, Name, Record, RecordType};
+use hickory_proto::rr::rdata::CNAME;
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 /// EDNS option code of a DNS cookie (RFC 7873).
 pub const COOKIE_OPTION: u16 = 10;
@@ -168,11 +170,12 @@ pub struct Body {
     pub kind: Kind,
 }
 
-/// The responses of one name: for each type it holds, and for any other type.
+/// The responses of one name: for each type it holds, and for any other type
+/// (the CNAME of a name that has one; otherwise the zone's NODATA response).
 #[derive(Debug)]
 struct Node {
     by_type: Vec<(u16, Body)>,
-    other: Body,
+    other: Option<Body>,
 }
 
 /// A fast hash for the zone's own names (the keys are ours; lookups never insert).
@@ -195,16 +198,22 @@ impl Hasher for NameHasher {
     }
 }
 
-type Names = HashMap<Box<[u8]>, Node, BuildHasherDefault<NameHasher>>;
+type Names = HashMap<Box<[u8]>, Arc<Node>, BuildHasherDefault<NameHasher>>;
 
 /// Every response of a zone, prepared when it is published.
 pub struct Prepared {
     /// The zone's name, lower case, wire format.
     origin: Box<[u8]>,
+    /// Each name's responses; those of a name whose records did not change
+    /// are shared with the previous snapshot.
     names: Names,
-    /// NXDOMAIN's authority section; its first two bytes (the SOA's owner) are
-    /// a pointer to the zone's name inside the question, set per query.
+    /// NXDOMAIN's and NODATA's authority section; its first two bytes (the
+    /// SOA's owner) are a pointer to the zone's name inside the question, set
+    /// per query.
     nxdomain: Body,
+    nodata: Body,
+    /// The next RRset id to give out (ids of shared responses are kept).
+    next_id: u32,
 }
 
 /// `name` in lower-case wire format.
@@ -256,8 +265,9 @@ fn encode(name: &Name, reply: &Reply<'_>, id: u32) -> Option<Body> {
     })
 }
 
-/// The NXDOMAIN authority section: the SOA with a pointer for its owner.
-fn nxdomain_body(soa: &Record) -> Option<Body> {
+/// The NXDOMAIN or NODATA authority section: the SOA with a pointer for its
+/// owner.
+fn negative_body(soa: &Record, rcode: ResponseCode) -> Option<Body> {
     let mut buf = Vec::with_capacity(128);
     let mut enc = BinEncoder::new(&mut buf);
     // Pointers would be relative to this buffer: none.
@@ -273,47 +283,99 @@ fn nxdomain_body(soa: &Record) -> Option<Body> {
     Some(Body {
         bytes: bytes.into(),
         counts: [0, 1, 0],
-        rcode: 3,
+        rcode: u16::from(rcode) as u8,
         kind: Kind::Negative,
     })
+}
+
+/// Whether a name's responses depend on its own records only: no NS (whose
+/// answer carries the glue of other names) and no CNAME into the zone (whose
+/// answer follows it).
+fn self_contained(sets: &[Vec<Record>], origin: &LowerName) -> bool {
+    sets.iter().flatten().all(|r| match &r.data {
+        RData::NS(_) => false,
+        RData::CNAME(CNAME(target)) => !origin.zone_of(&LowerName::new(target)),
+        _ => true,
+    })
+}
+
+/// The responses of one name: for each RRset it holds, and the CNAME answer for
+/// any other type if it has one (ids numbered from `id`).
+fn prepare(
+    served: &Served,
+    lower: &LowerName,
+    rrsets: &[Vec<Record>],
+    id: &mut u32,
+) -> Option<Node> {
+    let name = Name::from(lower);
+    let mut by_type = Vec::with_capacity(rrsets.len());
+    for set in rrsets {
+        let t = set[0].record_type();
+        *id = id.wrapping_add(1);
+        let body = encode(&name, &lookup(served, lower, t), *id)?;
+        by_type.push((u16::from(t), body));
+    }
+    let has_cname = rrsets
+        .iter()
+        .any(|s| s[0].record_type() == RecordType::CNAME);
+    let other = if has_cname {
+        *id = id.wrapping_add(1);
+        Some(encode(
+            &name,
+            &lookup(served, lower, RecordType::NULL),
+            *id,
+        )?)
+    } else {
+        None
+    };
+    Some(Node { by_type, other })
 }
 
 impl Prepared {
     /// Nothing prepared (while the index is built).
     pub(super) fn empty() -> Prepared {
+        let none = Body {
+            bytes: Box::new([]),
+            counts: [0; 3],
+            rcode: 3,
+            kind: Kind::Negative,
+        };
         Prepared {
             origin: Box::new([0]),
             names: Names::default(),
-            nxdomain: Body {
-                bytes: Box::new([]),
-                counts: [0; 3],
-                rcode: 3,
-                kind: Kind::Negative,
-            },
+            nxdomain: none.clone(),
+            nodata: none,
+            next_id: 0,
         }
     }
 
-    /// Prepares every response of `served` (whose lookup index is built).
-    pub(super) fn build(served: &Served) -> Option<Prepared> {
+    /// Prepares every response of `served` (whose lookup index is built),
+    /// taking over from `previous` the responses of every name whose RRsets it
+    /// took over.
+    pub(super) fn build(served: &Served, previous: Option<&Served>) -> Option<Prepared> {
         let mut names = Names::default();
-        let mut id = 0u32;
+        names.reserve(served.nodes.len());
+        let mut id = previous.map_or(0, |p| p.prepared.next_id);
         for (lower, rrsets) in &served.nodes {
-            let name = Name::from(lower);
-            let mut by_type = Vec::with_capacity(rrsets.len());
-            for set in rrsets {
-                let t = set[0].record_type();
-                id += 1;
-                let body = encode(&name, &lookup(served, lower, t), id)?;
-                by_type.push((u16::from(t), body));
-            }
-            id += 1;
-            let other = encode(&name, &lookup(served, lower, RecordType::NULL), id)?;
-            names.insert(wire(&name).into(), Node { by_type, other });
+            let key: Box<[u8]> = lower_wire(lower).into();
+            let kept = previous.and_then(|p| {
+                let old = p.nodes.get(lower)?;
+                let same = Arc::ptr_eq(old, rrsets) || (old.is_empty() && rrsets.is_empty());
+                let node = p.prepared.names.get(&key)?;
+                (same && self_contained(rrsets, &served.origin)).then(|| node.clone())
+            });
+            let node = match kept {
+                Some(node) => node,
+                None => Arc::new(prepare(served, lower, rrsets, &mut id)?),
+            };
+            names.insert(key, node);
         }
         Some(Prepared {
             origin: wire(&Name::from(&served.origin)).into(),
             names,
-            nxdomain: nxdomain_body(&served.negative_soa)?,
+            nxdomain: negative_body(&served.negative_soa, ResponseCode::NXDomain)?,
+            nodata: negative_body(&served.negative_soa, ResponseCode::NoError)?,
+            next_id: id,
         })
     }
 
@@ -323,7 +385,9 @@ impl Prepared {
     pub fn find(&self, name: &[u8], qtype: u16) -> Option<&Body> {
         if let Some(node) = self.names.get(name) {
             let body = node.by_type.iter().find(|(t, _)| *t == qtype);
-            return Some(body.map_or(&node.other, |(_, b)| b));
+            return Some(
+                body.map_or_else(|| node.other.as_ref().unwrap_or(&self.nodata), |(_, b)| b),
+            );
         }
         self.in_zone(name).then_some(&self.nxdomain)
     }
@@ -423,7 +487,7 @@ pub fn respond(
     if !truncated {
         let start = out.len();
         out.extend_from_slice(&body.bytes);
-        if std::ptr::eq(body, &prepared.nxdomain) {
+        if std::ptr::eq(body, &prepared.nxdomain) || std::ptr::eq(body, &prepared.nodata) {
             let at = prepared.origin_at(lower).unwrap_or(0) + 12;
             out[start..start + 2].copy_from_slice(&(0xc000 | at as u16).to_be_bytes());
         }

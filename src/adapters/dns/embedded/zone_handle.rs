@@ -2,7 +2,9 @@
 //! zone's publisher swaps in new contents, the controller asks whether it holds a
 //! domain's records. Publishing swaps in a new immutable snapshot (with a lookup
 //! index built beforehand), so queries never wait for a rebuild and never see half
-//! a change.
+//! a change. A name whose records did not change keeps its part of the index (its
+//! wire records and prepared responses, shared by reference) from one snapshot to
+//! the next: a publish costs memory for what changed, not for the whole zone.
 
 use super::fast::Prepared;
 use super::metrics::DnsMetrics;
@@ -10,7 +12,7 @@ use super::xfr::Delta;
 use crate::adapters::dns::wire;
 use crate::core::ports::{Published, Publisher};
 use crate::core::vocab::Reason;
-use crate::core::zone::{Change, RData, RecordType, RrSet, Zone, next_serial, plan, serves};
+use crate::core::zone::{Change, RData, RrSet, Zone, next_serial, plan, serves};
 use hickory_proto::rr::{self as hrr, LowerName, Name, Record};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -29,8 +31,10 @@ pub(super) struct Served {
     pub(super) origin: LowerName,
     /// Apex SOA for negative answers: TTL = min(SOA TTL, minimum) (RFC 2308).
     pub(super) negative_soa: Record,
-    /// Every name that exists, including empty non-terminals (no RRsets).
-    pub(super) nodes: HashMap<LowerName, Vec<Vec<Record>>>,
+    /// Every name that exists, including empty non-terminals (no RRsets); a
+    /// name's RRsets are shared with the previous snapshot when they did not
+    /// change.
+    pub(super) nodes: HashMap<LowerName, Sets>,
     /// The apex SOA.
     soa: Record,
     /// Records in a zone transfer (the SOA twice).
@@ -40,6 +44,9 @@ pub(super) struct Served {
     /// The changes that led here, oldest first, for IXFR.
     pub(super) journal: Vec<Arc<Delta>>,
 }
+
+/// The RRsets of one name in wire format, one `Vec` per type.
+pub(super) type Sets = Arc<Vec<Vec<Record>>>;
 
 fn name(n: &str) -> Option<Name> {
     wire::dns_name(n).ok()
@@ -51,16 +58,24 @@ fn to_wire(owner: &Name, ttl: u32, r: &RData) -> Option<Record> {
 }
 
 impl Served {
-    /// Builds the index. Names that are not valid DNS names cannot come from the
-    /// checked flags and tokens; they are skipped with a warning rather than
-    /// failing the whole zone.
-    fn build(zone: Zone) -> Option<Served> {
+    /// Builds the index, taking over from `previous` (the snapshot served now)
+    /// every name whose RRsets are the same. Names that are not valid DNS names
+    /// cannot come from the checked flags and tokens; they are skipped with a
+    /// warning rather than failing the whole zone.
+    fn build(zone: Zone, previous: Option<&Served>) -> Option<Served> {
         let origin_name = name(zone.origin())?;
         let origin = LowerName::new(&origin_name);
-        let mut nodes: HashMap<LowerName, Vec<Vec<Record>>> = HashMap::new();
+        let mut nodes: HashMap<LowerName, Sets> =
+            HashMap::with_capacity(previous.map_or(zone.len(), |p| p.nodes.len()));
+        let empty = Sets::default();
         let mut soa = None;
         let mut transfer_len = 2;
-        for (owner, _, set) in zone.iter() {
+        let mut all = zone.iter().peekable();
+        while let Some((owner, _, _)) = all.peek().copied() {
+            let mut group = Vec::new();
+            while let Some(entry) = all.next_if(|(o, _, _)| *o == owner) {
+                group.push(entry);
+            }
             let Some(owner_name) = name(owner) else {
                 warn!(
                     name = owner,
@@ -68,27 +83,44 @@ impl Served {
                 );
                 continue;
             };
-            let records: Vec<Record> = set
-                .rdata()
-                .iter()
-                .filter_map(|r| to_wire(&owner_name, set.ttl, r))
-                .collect();
-            if records.is_empty() {
-                continue;
-            }
-            if set.record_type() == RecordType::Soa && owner == zone.origin() {
-                soa = Some(records[0].clone());
-            } else {
-                transfer_len += records.len();
+            let lower = LowerName::new(&owner_name);
+            let kept = previous.and_then(|p| {
+                let old = p.nodes.get(&lower)?;
+                let same = old.len() == group.len()
+                    && group
+                        .iter()
+                        .all(|(_, t, set)| p.zone.get(owner, *t) == Some(*set));
+                same.then(|| old.clone())
+            });
+            let sets = kept.unwrap_or_else(|| {
+                Arc::new(
+                    group
+                        .iter()
+                        .map(|(_, _, set)| wire_records_at(&owner_name, set))
+                        .filter(|records| !records.is_empty())
+                        .collect(),
+                )
+            });
+            for records in sets.iter() {
+                if records[0].record_type() == hrr::RecordType::SOA && lower == origin {
+                    soa = Some(records[0].clone());
+                } else {
+                    transfer_len += records.len();
+                }
             }
             // The owner and every name between it and the apex exist.
-            let mut n = LowerName::new(&owner_name);
-            nodes.entry(n.clone()).or_default().push(records);
+            let mut n = lower.clone();
+            if !sets.is_empty() {
+                nodes.insert(lower, sets);
+            } else {
+                nodes.entry(lower).or_insert_with(|| empty.clone());
+            }
             while n != origin && n.num_labels() > origin.num_labels() {
                 n = n.base_name();
-                nodes.entry(n.clone()).or_default();
+                nodes.entry(n.clone()).or_insert_with(|| empty.clone());
             }
         }
+        drop(all);
         let soa = soa?;
         let mut negative_soa = soa.clone();
         if let hrr::RData::SOA(s) = &soa.data {
@@ -104,7 +136,7 @@ impl Served {
             prepared: Prepared::empty(),
             journal: Vec::new(),
         };
-        served.prepared = Prepared::build(&served)?;
+        served.prepared = Prepared::build(&served, previous)?;
         Some(served)
     }
 
@@ -143,12 +175,13 @@ impl Served {
 
 /// `set`'s records at `owner` in wire format.
 fn wire_records(owner: &str, set: &RrSet) -> Vec<Record> {
-    let Some(owner) = name(owner) else {
-        return Vec::new();
-    };
+    name(owner).map_or_else(Vec::new, |owner| wire_records_at(&owner, set))
+}
+
+fn wire_records_at(owner: &Name, set: &RrSet) -> Vec<Record> {
     set.rdata()
         .iter()
-        .filter_map(|r| to_wire(&owner, set.ttl, r))
+        .filter_map(|r| to_wire(owner, set.ttl, r))
         .collect()
 }
 
@@ -257,7 +290,7 @@ impl ZoneHandle {
         zone.set_serial(serial);
         let origin = zone.origin().to_string();
         let rrsets = zone.len();
-        match Served::build(zone) {
+        match Served::build(zone, current.as_deref()) {
             Some(mut served) => {
                 if let Some(cur) = &current {
                     record(&mut journal, delta(cur, &served), served.transfer_len);
@@ -327,5 +360,117 @@ impl Publisher for ZoneHandle {
                 ),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::dns::embedded::fast;
+    use crate::core::trust::Trust;
+    use crate::core::zone::desired_zone;
+    use crate::core::zone::fixtures::{cfg, domain};
+    use hickory_proto::op::{Message, Query};
+
+    const T1: &str = "abcdefghijklmnop";
+    const T2: &str = "qrstuvwxyz234567";
+    const T3: &str = "bcdefghijklmnopq";
+
+    fn zone(domains: &[(&str, &str, &str)]) -> Zone {
+        let all: Vec<_> = domains
+            .iter()
+            .enumerate()
+            .map(|(i, (d, token, key2))| {
+                domain(
+                    "acme",
+                    d,
+                    token,
+                    &[("anypost1", "QUJD"), ("anypost2", key2)],
+                    i != 1,
+                    1,
+                )
+            })
+            .collect();
+        desired_zone(&cfg(), &Trust::as_written(), &all)
+    }
+
+    /// What the fast path sends for `name` and `qtype`.
+    fn fast_answer(prepared: &fast::Prepared, name: &str, qtype: hrr::RecordType) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 7;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        let raw = m.to_vec().unwrap();
+        let q = fast::parse(&raw).unwrap();
+        let mut out = Vec::new();
+        fast::respond(prepared, &q, &[], 4096, &mut out);
+        out
+    }
+
+    fn node_of<'s>(s: &'s Served, name: &str) -> &'s Sets {
+        &s.nodes[&LowerName::new(&Name::from_ascii(name).unwrap())]
+    }
+
+    #[test]
+    fn a_publish_shares_what_did_not_change_and_answers_as_a_fresh_build() {
+        let h = ZoneHandle::new();
+        h.publish(zone(&[
+            ("a.example", T1, "REVG"),
+            ("b.example", T2, "R0hJ"),
+        ]));
+        let first = h.snapshot().unwrap();
+        // a's second key changes, b stays, c is new; the serial changes with it.
+        h.publish(zone(&[
+            ("a.example", T1, "SktM"),
+            ("b.example", T2, "R0hJ"),
+            ("c.example", T3, "TU5P"),
+        ]));
+        let second = h.snapshot().unwrap();
+        let kept = |n: &str| Arc::ptr_eq(node_of(&first, n), node_of(&second, n));
+        let origin = "dns.anypost.example.";
+        assert!(kept(&format!("anypost2._domainkey.{T2}.{origin}")));
+        assert!(kept(&format!("track.{T1}.{origin}")));
+        assert!(kept(&format!("{T2}.{origin}")));
+        assert!(!kept(&format!("anypost2._domainkey.{T1}.{origin}")));
+        assert!(
+            !kept(origin),
+            "the apex holds the SOA, whose serial changed"
+        );
+
+        let fresh = Served::build((*second.zone).clone(), None).unwrap();
+        assert_eq!(fresh.nodes.len(), second.nodes.len());
+        let mut names: Vec<String> = fresh.nodes.keys().map(|n| n.to_string()).collect();
+        names.push(format!("nothing.{origin}"));
+        names.push(format!("nothing.{T2}.{origin}"));
+        for name in &names {
+            for t in [
+                hrr::RecordType::A,
+                hrr::RecordType::AAAA,
+                hrr::RecordType::MX,
+                hrr::RecordType::TXT,
+                hrr::RecordType::CNAME,
+                hrr::RecordType::NS,
+                hrr::RecordType::SOA,
+                hrr::RecordType::CAA,
+            ] {
+                assert_eq!(
+                    fast_answer(&second.prepared, name, t),
+                    fast_answer(&fresh.prepared, name, t),
+                    "{name} {t}"
+                );
+            }
+        }
+        // A NODATA answer carries the new serial, though the name's own
+        // responses were kept.
+        let nodata = Message::from_vec(&fast_answer(
+            &second.prepared,
+            &format!("{T2}.{origin}"),
+            hrr::RecordType::CAA,
+        ))
+        .unwrap();
+        let Some(hrr::RData::SOA(soa)) = nodata.authorities.first().map(|r| &r.data) else {
+            panic!("NODATA without its SOA: {nodata:?}");
+        };
+        assert_eq!(Some(soa.serial), second.zone.serial());
+        assert_ne!(first.zone.serial(), second.zone.serial());
     }
 }
