@@ -15,6 +15,12 @@
 //! stack ([`Fence`]): every POST, PUT, PATCH and DELETE is checked before it is
 //! handed to the HTTP client (which makes no retries of its own), and again by
 //! the connection before every write to the socket ([`super::wire_fence`]).
+//!
+//! The same layer bounds the requests in flight: at most [`WRITES_IN_FLIGHT`]
+//! writes and [`READS_IN_FLIGHT`] reads (watches aside, which stay open), the
+//! rest waiting their turn. Over HTTP/1.1 every request in flight holds a
+//! connection of its own (a TLS session and its buffers); unbounded, a burst of
+//! thousands of reconciles opened hundreds of them at once.
 
 use futures::future::BoxFuture;
 use http::{Method, Request};
@@ -26,7 +32,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+
+/// Writes to the API in flight at once (each holds a connection).
+pub const WRITES_IN_FLIGHT: usize = 16;
+/// Reads (GET and LIST, not watches) in flight at once.
+pub const READS_IN_FLIGHT: usize = 16;
 
 /// Where a refused write was going.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -208,6 +219,8 @@ pub struct Fence<S> {
     reads: S,
     writes: S,
     guard: LeaderGuard,
+    reads_in_flight: Arc<Semaphore>,
+    writes_in_flight: Arc<Semaphore>,
 }
 
 impl<S> Fence<S> {
@@ -216,12 +229,28 @@ impl<S> Fence<S> {
             reads,
             writes,
             guard,
+            reads_in_flight: Arc::new(Semaphore::new(READS_IN_FLIGHT)),
+            writes_in_flight: Arc::new(Semaphore::new(WRITES_IN_FLIGHT)),
         }
     }
 }
 
 fn is_write(m: &Method) -> bool {
     [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(m)
+}
+
+/// Whether a request is a watch (it stays open, so it takes no turn).
+fn is_watch<B>(req: &Request<B>) -> bool {
+    req.uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
+}
+
+/// `sent` once a turn is free (the HTTP client's request does nothing until
+/// polled, so it takes no connection before that).
+async fn in_turn<F: std::future::Future>(turns: Arc<Semaphore>, sent: F) -> F::Output {
+    let _turn = turns.acquire_owned().await;
+    sent.await
 }
 
 impl<S, B> tower::Service<Request<B>> for Fence<S>
@@ -244,7 +273,11 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if !is_write(req.method()) {
-            let sent = self.reads.call(req);
+            if is_watch(&req) {
+                let sent = self.reads.call(req);
+                return Box::pin(async move { sent.await.map_err(Into::into) });
+            }
+            let sent = in_turn(self.reads_in_flight.clone(), self.reads.call(req));
             return Box::pin(async move { sent.await.map_err(Into::into) });
         }
         if let Err(refused) = self.guard.check("kube") {
@@ -254,7 +287,7 @@ where
         // closed), so that a request held up by the network is cut short rather
         // than completed after another replica took over.
         let deadline = self.guard.deadline();
-        let sent = self.writes.call(req);
+        let sent = in_turn(self.writes_in_flight.clone(), self.writes.call(req));
         Box::pin(async move {
             let Some(deadline) = deadline else {
                 return sent.await.map_err(Into::into);
@@ -417,6 +450,78 @@ mod tests {
         assert!(
             !sent.load(Ordering::SeqCst),
             "the write was sent past the deadline"
+        );
+    }
+
+    /// Requests wait for a turn: never more than the bound in flight at the
+    /// HTTP client, reads and writes each; watches stay open beside them.
+    #[tokio::test]
+    async fn requests_in_flight_are_bounded_and_watches_are_not_counted() {
+        use std::sync::atomic::AtomicUsize;
+        use tower::Service as _;
+        let g = LeaderGuard::always();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let watching = Arc::new(AtomicUsize::new(0));
+        let inner = {
+            let (gate, now, most, watching) =
+                (gate.clone(), now.clone(), most.clone(), watching.clone());
+            tower::service_fn(move |req: Request<()>| {
+                let (gate, now, most) = (gate.clone(), now.clone(), most.clone());
+                let watching = watching.clone();
+                async move {
+                    if is_watch(&req) {
+                        watching.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    }
+                    let _open = gate.acquire().await;
+                    if !is_watch(&req) {
+                        now.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    Ok::<_, std::convert::Infallible>(())
+                }
+            })
+        };
+        let mut fence = Fence::new(inner.clone(), inner, g);
+        let mut pending = Vec::new();
+        let each = 2 * WRITES_IN_FLIGHT.max(READS_IN_FLIGHT);
+        for i in 0..(3 * each) {
+            let req = match i % 3 {
+                0 => Request::patch("/apis/x/status").body(()).unwrap(),
+                1 => Request::get("/api/v1/secrets/y").body(()).unwrap(),
+                _ => Request::get("/apis/x?watch=true&resourceVersion=1")
+                    .body(())
+                    .unwrap(),
+            };
+            pending.push(tokio::spawn(fence.call(req)));
+        }
+        // Every watch and a full turn of reads and writes get through.
+        let expected = WRITES_IN_FLIGHT + READS_IN_FLIGHT;
+        // (One thread: the spawned requests run while this one yields.)
+        for _ in 0..10_000 {
+            if now.load(Ordering::SeqCst) >= expected {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(most.load(Ordering::SeqCst), expected);
+        assert_eq!(
+            watching.load(Ordering::SeqCst),
+            each,
+            "a watch waited for a turn"
+        );
+        gate.add_permits(usize::MAX >> 4);
+        for p in pending {
+            assert!(p.await.unwrap().is_ok());
+        }
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            expected,
+            "more requests were in flight than the bound"
         );
     }
 
