@@ -60,6 +60,12 @@ pub enum Error {
     GenerateKey(#[from] dkim::KeyError),
     #[error("the key generation task failed: {0}")]
     KeyTask(String),
+    /// A Secret write built from the watch cache's stand-ins for the keys (see
+    /// `dkim::compact_for_cache`): refused, since it would overwrite the keys.
+    #[error(
+        "refusing to write DKIM Secret {secret} from the cache's stand-ins for its keys; it is read live next time"
+    )]
+    StandInWrite { secret: String },
 }
 
 impl Error {
@@ -76,6 +82,7 @@ impl Error {
                 Write::Finalizer => "finalizer",
             },
             Error::GenerateKey(_) | Error::KeyTask(_) => "generate_key",
+            Error::StandInWrite { .. } => "apply_dkim_secret",
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::adapters::kube::writes;
 use crate::core::api::{
     DkimStatus, MANAGED_BY_LABEL, MANAGER, ROTATE_ANNOTATION, SendingDomain, SendingDomainStatus,
 };
-use crate::core::dkim::keys::{adoptable, holds, steady};
+use crate::core::dkim::keys::{adoptable, holds, is_stand_in, steady};
 use crate::core::dkim::{KeyMaterial, Plan, PlanInput, StoredKeys, plan, secret_data, secret_name};
 use crate::core::status::events::Event;
 use crate::core::status::selectors_verified;
@@ -81,6 +81,13 @@ pub(super) async fn store(
     // (server-side apply leaves the rest alone).
     let uid = sd.metadata.uid.as_deref().unwrap_or_default();
     if !read.secret.as_ref().is_some_and(|s| holds(s, &data, uid)) {
+        // A cached read is used only when it holds what it would write
+        // (`steady`); a stand-in reaching a write would be a bug, and is stopped.
+        if keys.iter().any(|(_, k)| is_stand_in(k)) {
+            return Err(Error::StandInWrite {
+                secret: format!("{}/{name}", sd.namespace().unwrap_or_default()),
+            });
+        }
         writes::secret(&ctx.client, sd, &name, data, read.secret.as_deref()).await?;
         ctx.metrics.secret_writes.inc();
         crash_point("dkim-secret");
@@ -133,7 +140,7 @@ fn from_cache(
     let secret = ctx
         .cached_secret(&sd.namespace().unwrap_or_default(), name)
         .filter(|s| adoptable(s, uid).is_ok())?;
-    let stored = StoredKeys::from_data(secret.data.as_ref());
+    let stored = StoredKeys::from_cache(secret.data.as_ref());
     let plan = plan_for(&stored);
     if !steady(&secret, &stored, &plan, previous.dkim.as_ref(), uid) {
         return None;

@@ -38,7 +38,9 @@ pub enum KeyError {
 /// A private key and what is published of it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyMaterial {
-    /// PKCS#8 PEM (`BEGIN PRIVATE KEY`).
+    /// PKCS#8 PEM (`BEGIN PRIVATE KEY`); for a key read from the watch cache, the
+    /// cache's stand-in for it ([`compact_for_cache`]), which compares equal
+    /// to itself and is never written ([`is_stand_in`]).
     pub pem: String,
     /// Base64 of the DER SubjectPublicKeyInfo: the `p=` of the DKIM record.
     pub public_key: String,
@@ -89,6 +91,44 @@ pub fn parse_pem(pem: &str) -> Result<KeyMaterial, KeyError> {
     Ok(m)
 }
 
+/// How the watch cache marks the stand-in for a private key it parsed and
+/// checked. Every key value in the cache went through [`compact_for_cache`]: a
+/// value that looks like a stand-in in the Secret itself does not parse as PEM,
+/// so the cache holds [`CACHE_UNREADABLE`] for it, never a forged stand-in.
+const STAND_IN: &[u8] = b"\0anypost-cached-key ";
+const CACHE_UNREADABLE: &[u8] = b"\0anypost-unreadable-key";
+
+/// Whether a key's `pem` is the cache's stand-in (it must never be written).
+pub fn is_stand_in(key: &KeyMaterial) -> bool {
+    key.pem.as_bytes().starts_with(STAND_IN)
+}
+
+/// Makes a DKIM Secret small for the watch cache, once per watch event: each
+/// private key that parses is replaced by a stand-in carrying what reconcile
+/// reads of it (its size and public key; about 0.4 KB for 2048 bits instead
+/// of 1.7 KB of PEM), and is parsed and checked here rather than on every
+/// reconcile; anything else under a key's name is marked unreadable, so a
+/// reconcile reads that Secret live. A Secret so compacted is read with
+/// [`StoredKeys::from_cache`]; it can only be compared with itself, and any
+/// write is made from a live read.
+pub fn compact_for_cache(secret: &mut Secret) {
+    let Some(data) = secret.data.as_mut() else {
+        return;
+    };
+    for sel in Selector::BOTH {
+        let Some(value) = data.get_mut(&key_name(sel)) else {
+            continue;
+        };
+        let parsed = std::str::from_utf8(&value.0)
+            .map_err(|e| KeyError::Parse(e.to_string()))
+            .and_then(parse_pem);
+        value.0 = match parsed {
+            Ok(m) => [STAND_IN, format!("{} {}", m.bits, m.public_key).as_bytes()].concat(),
+            Err(_) => CACHE_UNREADABLE.to_vec(),
+        };
+    }
+}
+
 /// What a DKIM Secret holds.
 #[derive(Debug, Clone, Default)]
 pub struct StoredKeys {
@@ -117,12 +157,46 @@ impl StoredKeys {
                 }
             }
         }
-        out.active = data
-            .get(SELECTOR_KEY)
-            .and_then(|b| std::str::from_utf8(&b.0).ok())
-            .and_then(|s| Selector::parse(s.trim()));
+        out.active = active(data);
         out
     }
+
+    /// Reads the keys from a Secret's data as the watch cache keeps it
+    /// ([`compact_for_cache`]): the stand-ins, checked when they were cached.
+    pub fn from_cache(data: Option<&BTreeMap<String, ByteString>>) -> Self {
+        let mut out = StoredKeys::default();
+        let Some(data) = data else {
+            return out;
+        };
+        for sel in Selector::BOTH {
+            let Some(bytes) = data.get(&key_name(sel)) else {
+                continue;
+            };
+            let stand_in = bytes.0.strip_prefix(STAND_IN).and_then(|rest| {
+                let (bits, public_key) = std::str::from_utf8(rest).ok()?.split_once(' ')?;
+                Some(KeyMaterial {
+                    pem: std::str::from_utf8(&bytes.0).ok()?.to_string(),
+                    public_key: public_key.to_string(),
+                    bits: bits.parse().ok()?,
+                })
+            });
+            match stand_in {
+                Some(m) => out.keys[sel] = Some(m),
+                None => out
+                    .invalid
+                    .push((sel, "unreadable (as the watch cache saw it)".into())),
+            }
+        }
+        out.active = active(data);
+        out
+    }
+}
+
+/// The active selector a Secret's data names.
+fn active(data: &BTreeMap<String, ByteString>) -> Option<Selector> {
+    data.get(SELECTOR_KEY)
+        .and_then(|b| std::str::from_utf8(&b.0).ok())
+        .and_then(|s| Selector::parse(s.trim()))
 }
 
 /// The Secret's data for these keys.
@@ -300,10 +374,19 @@ pub(crate) mod tests {
             })
         }
 
-        /// Whether `s` may stand in for a live read, given `status`.
+        /// `s` as the watch cache keeps it.
+        fn cached(s: &Secret) -> Secret {
+            let mut c = s.clone();
+            compact_for_cache(&mut c);
+            c
+        }
+
+        /// Whether `s`, as the watch cache keeps it, may stand in for a live
+        /// read, given `status`.
         fn usable(s: &Secret, status: Option<&DkimStatus>) -> bool {
-            let stored = StoredKeys::from_data(s.data.as_ref());
-            steady(s, &stored, &plan_for(status, &stored), status, UID)
+            let c = cached(s);
+            let stored = StoredKeys::from_cache(c.data.as_ref());
+            steady(&c, &stored, &plan_for(status, &stored), status, UID)
         }
 
         /// The status the operator writes once the Secret holds `keys`.
@@ -318,6 +401,65 @@ pub(crate) mod tests {
             let s = secret(keys(), Selector::Anypost1);
             assert!(usable(&s, Some(&status_for(keys()))));
             assert_eq!(adoptable(&s, UID), Ok(()));
+        }
+
+        #[test]
+        fn the_cache_keeps_what_reconcile_reads_of_the_keys_and_not_the_keys() {
+            let s = secret(keys(), Selector::Anypost2);
+            let c = cached(&s);
+            let live = StoredKeys::from_data(s.data.as_ref());
+            let from_cache = StoredKeys::from_cache(c.data.as_ref());
+            assert_eq!(from_cache.active, Some(Selector::Anypost2));
+            assert!(from_cache.invalid.is_empty());
+            for sel in Selector::BOTH {
+                let (a, b) = (
+                    live.keys[sel].as_ref().unwrap(),
+                    from_cache.keys[sel].as_ref().unwrap(),
+                );
+                assert_eq!((&a.public_key, a.bits), (&b.public_key, b.bits));
+                assert!(!is_stand_in(a) && is_stand_in(b));
+                assert!(
+                    !String::from_utf8_lossy(&c.data.as_ref().unwrap()[&key_name(sel)].0)
+                        .contains("PRIVATE")
+                );
+            }
+            let size = |s: &Secret| {
+                s.data
+                    .as_ref()
+                    .unwrap()
+                    .values()
+                    .map(|v| v.0.len())
+                    .sum::<usize>()
+            };
+            assert!(
+                size(&c) < size(&s) / 2,
+                "{} of {} bytes kept",
+                size(&c),
+                size(&s)
+            );
+            // The keys as read from the cache are what the cache holds: no write.
+            let data = secret_data(
+                &from_cache.keys.clone().map(Option::unwrap),
+                Selector::Anypost2,
+            );
+            assert!(holds(&c, &data, UID));
+        }
+
+        #[test]
+        fn a_stand_in_written_into_the_secret_itself_is_unreadable_in_the_cache() {
+            let c = cached(&secret(keys(), Selector::Anypost1));
+            let mut forged = secret(keys(), Selector::Anypost1);
+            forged.data.as_mut().unwrap().insert(
+                "anypost1.key".into(),
+                c.data.as_ref().unwrap()["anypost1.key"].clone(),
+            );
+            let stored = StoredKeys::from_cache(cached(&forged).data.as_ref());
+            assert!(stored.keys[Selector::Anypost1].is_none());
+            assert_eq!(stored.invalid.len(), 1);
+            assert!(!usable(&forged, Some(&status_for(keys()))));
+            // Read live, it is no key either.
+            let live = StoredKeys::from_data(forged.data.as_ref());
+            assert!(live.keys[Selector::Anypost1].is_none());
         }
 
         #[test]
