@@ -49,6 +49,10 @@ pub struct Config {
     pub verify_qps: f64,
 }
 
+/// Reconciles at work at once (at least twice `--verify-concurrency`, so that
+/// reconciles waiting for a check never hold every turn).
+pub const RECONCILES_AT_WORK: usize = 64;
+
 /// Errors of one reconcile. Each names the action that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -105,6 +109,11 @@ pub struct Context {
     /// The shared SendingDomain cache (for claims).
     pub domains: Arc<Domains>,
     recorder: Recorder,
+    /// Bounds the reconciles at work at once, shared fairly between namespaces:
+    /// a bulk apply or a restart wakes thousands together, and each one at work
+    /// holds what it read and is about to write (a Secret, keys, a status
+    /// patch); the rest wait with nothing.
+    reconciles: FairPool,
     /// Bounds concurrent key generation (CPU-bound, on the blocking pool), shared
     /// fairly between namespaces.
     keygen: FairPool,
@@ -142,6 +151,7 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            reconciles: FairPool::new(RECONCILES_AT_WORK.max(2 * config.verify_concurrency)),
             keygen: FairPool::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             checks: FairPool::new(config.verify_concurrency),
             check_pace: Pace::per_second(config.verify_qps),
@@ -201,6 +211,11 @@ impl Context {
         read(&self.secrets)
             .as_ref()?
             .get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Waits for a turn to reconcile a SendingDomain of `namespace`.
+    pub async fn reconcile_turn(&self, namespace: &str) -> pools::Permit<'_> {
+        self.reconciles.acquire(namespace).await
     }
 
     fn use_secrets(&self, store: Store<Secret>) {

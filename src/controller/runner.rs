@@ -194,10 +194,15 @@ fn error_policy(sd: Arc<SendingDomain>, err: &Error, ctx: Arc<Context>) -> Actio
     Action::requeue(retry_after(ctx.failed(&sd), random_unit()))
 }
 
-/// A reconcile, counted for /healthz, its failures in a row for the back-off.
+/// A reconcile in its turn, counted for /healthz, its failures in a row for the
+/// back-off. Until its turn comes it holds only this small future: the
+/// reconcile's own (several KB) is made then, on the heap.
 async fn tracked(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _turn = ctx
+        .reconcile_turn(&sd.namespace().unwrap_or_default())
+        .await;
     let _working = ctx.progress.begin();
-    let result = reconcile(sd.clone(), ctx.clone()).await;
+    let result = Box::pin(reconcile(sd.clone(), ctx.clone())).await;
     if result.is_ok() {
         ctx.succeeded(&sd);
     }
