@@ -51,7 +51,7 @@ pub struct Config {
 
 /// Reconciles at work at once (at least twice `--verify-concurrency`, so that
 /// reconciles waiting for a check never hold every turn).
-pub const RECONCILES_AT_WORK: usize = 64;
+pub const RECONCILES_AT_WORK: usize = 256;
 
 /// Errors of one reconcile. Each names the action that failed.
 #[derive(Debug, thiserror::Error)]
