@@ -95,10 +95,7 @@ async fn term(ctx: Arc<Context>) {
     )
     .default_backoff()
     .map_ok(move |event| keep_owned(&domains, event))
-    .modify(|s: &mut Secret| {
-        s.managed_fields_mut().clear();
-        dkim::keys::compact_for_cache(s);
-    })
+    .modify(|s: &mut Secret| s.managed_fields_mut().clear())
     .reflect(secret_writer)
     .touched_objects();
     ctx.use_secrets(secret_store.clone());
@@ -122,10 +119,20 @@ async fn term(ctx: Arc<Context>) {
 
 /// The watch event with every Secret the operator does not own turned into its
 /// deletion: it never enters the cache, and one that stops being owned leaves it.
+/// An owned one enters it compacted (`compact_for_cache`: its keys parsed once,
+/// here, and kept as stand-ins).
 fn keep_owned(domains: &Domains, event: watcher::Event<Secret>) -> watcher::Event<Secret> {
     use watcher::Event::{Apply, Delete, InitApply};
     match event {
         Apply(s) | InitApply(s) if !owned_dkim_secret(domains, &s) => Delete(s),
+        Apply(mut s) => {
+            dkim::keys::compact_for_cache(&mut s);
+            Apply(s)
+        }
+        InitApply(mut s) => {
+            dkim::keys::compact_for_cache(&mut s);
+            InitApply(s)
+        }
         other => other,
     }
 }

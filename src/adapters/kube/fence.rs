@@ -246,10 +246,13 @@ fn is_watch<B>(req: &Request<B>) -> bool {
         .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
 }
 
-/// `sent` once a turn is free (the HTTP client's request does nothing until
-/// polled, so it takes no connection before that).
-async fn in_turn<F: std::future::Future>(turns: Arc<Semaphore>, sent: F) -> F::Output {
-    let _turn = turns.acquire_owned().await;
+/// `sent` once one of `turns` is free, if it needs one (the HTTP client's
+/// request does nothing until polled, so it takes no connection before that).
+async fn in_turn<F: std::future::Future>(turns: Option<Arc<Semaphore>>, sent: F) -> F::Output {
+    let _turn = match turns {
+        Some(turns) => Some(turns.acquire_owned().await),
+        None => None,
+    };
     sent.await
 }
 
@@ -273,11 +276,8 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if !is_write(req.method()) {
-            if is_watch(&req) {
-                let sent = self.reads.call(req);
-                return Box::pin(async move { sent.await.map_err(Into::into) });
-            }
-            let sent = in_turn(self.reads_in_flight.clone(), self.reads.call(req));
+            let turns = (!is_watch(&req)).then(|| self.reads_in_flight.clone());
+            let sent = in_turn(turns, self.reads.call(req));
             return Box::pin(async move { sent.await.map_err(Into::into) });
         }
         if let Err(refused) = self.guard.check("kube") {
@@ -287,7 +287,7 @@ where
         // closed), so that a request held up by the network is cut short rather
         // than completed after another replica took over.
         let deadline = self.guard.deadline();
-        let sent = in_turn(self.writes_in_flight.clone(), self.writes.call(req));
+        let sent = in_turn(Some(self.writes_in_flight.clone()), self.writes.call(req));
         Box::pin(async move {
             let Some(deadline) = deadline else {
                 return sent.await.map_err(Into::into);

@@ -119,10 +119,7 @@ pub fn compact_for_cache(secret: &mut Secret) {
         let Some(value) = data.get_mut(&key_name(sel)) else {
             continue;
         };
-        let parsed = std::str::from_utf8(&value.0)
-            .map_err(|e| KeyError::Parse(e.to_string()))
-            .and_then(parse_pem);
-        value.0 = match parsed {
+        value.0 = match parse_value(&value.0) {
             Ok(m) => [STAND_IN, format!("{} {}", m.bits, m.public_key).as_bytes()].concat(),
             Err(_) => CACHE_UNREADABLE.to_vec(),
         };
@@ -142,54 +139,56 @@ pub struct StoredKeys {
 impl StoredKeys {
     /// Reads the keys from a Secret's data (none when there is no Secret).
     pub fn from_data(data: Option<&BTreeMap<String, ByteString>>) -> Self {
+        Self::read(data, |bytes| parse_value(bytes).map_err(|e| e.to_string()))
+    }
+
+    /// Reads the keys from a Secret's data as the watch cache keeps it
+    /// ([`compact_for_cache`]): the stand-ins, checked when they were cached.
+    pub fn from_cache(data: Option<&BTreeMap<String, ByteString>>) -> Self {
+        Self::read(data, |bytes| {
+            stand_in(bytes).ok_or_else(|| "unreadable (as the watch cache saw it)".to_string())
+        })
+    }
+
+    /// Each selector's key as `key` reads it, and the active selector.
+    fn read(
+        data: Option<&BTreeMap<String, ByteString>>,
+        key: impl Fn(&[u8]) -> Result<KeyMaterial, String>,
+    ) -> Self {
         let mut out = StoredKeys::default();
         let Some(data) = data else {
             return out;
         };
         for sel in Selector::BOTH {
             if let Some(bytes) = data.get(&key_name(sel)) {
-                match std::str::from_utf8(&bytes.0)
-                    .map_err(|e| KeyError::Parse(e.to_string()))
-                    .and_then(parse_pem)
-                {
+                match key(&bytes.0) {
                     Ok(m) => out.keys[sel] = Some(m),
-                    Err(e) => out.invalid.push((sel, e.to_string())),
+                    Err(why) => out.invalid.push((sel, why)),
                 }
             }
         }
         out.active = active(data);
         out
     }
+}
 
-    /// Reads the keys from a Secret's data as the watch cache keeps it
-    /// ([`compact_for_cache`]): the stand-ins, checked when they were cached.
-    pub fn from_cache(data: Option<&BTreeMap<String, ByteString>>) -> Self {
-        let mut out = StoredKeys::default();
-        let Some(data) = data else {
-            return out;
-        };
-        for sel in Selector::BOTH {
-            let Some(bytes) = data.get(&key_name(sel)) else {
-                continue;
-            };
-            let stand_in = bytes.0.strip_prefix(STAND_IN).and_then(|rest| {
-                let (bits, public_key) = std::str::from_utf8(rest).ok()?.split_once(' ')?;
-                Some(KeyMaterial {
-                    pem: std::str::from_utf8(&bytes.0).ok()?.to_string(),
-                    public_key: public_key.to_string(),
-                    bits: bits.parse().ok()?,
-                })
-            });
-            match stand_in {
-                Some(m) => out.keys[sel] = Some(m),
-                None => out
-                    .invalid
-                    .push((sel, "unreadable (as the watch cache saw it)".into())),
-            }
-        }
-        out.active = active(data);
-        out
-    }
+/// A key's value in a Secret: UTF-8 PKCS#8 PEM.
+fn parse_value(bytes: &[u8]) -> Result<KeyMaterial, KeyError> {
+    std::str::from_utf8(bytes)
+        .map_err(|e| KeyError::Parse(e.to_string()))
+        .and_then(parse_pem)
+}
+
+/// The key a cache stand-in describes, if `bytes` is one.
+fn stand_in(bytes: &[u8]) -> Option<KeyMaterial> {
+    let (bits, public_key) = std::str::from_utf8(bytes.strip_prefix(STAND_IN)?)
+        .ok()?
+        .split_once(' ')?;
+    Some(KeyMaterial {
+        pem: std::str::from_utf8(bytes).ok()?.to_string(),
+        public_key: public_key.to_string(),
+        bits: bits.parse().ok()?,
+    })
 }
 
 /// The active selector a Secret's data names.
