@@ -1,7 +1,7 @@
 //! The embedded server's sockets: UDP queries are received, answered and sent in
-//! one loop per core with no task or channel per query (hickory-server's UDP
-//! transport spawned a task per packet and sent through a channel, which cost about
-//! a third of the throughput); TCP connections are served by [`super::tcp`],
+//! one blocking loop per core, each on its own thread, with no task or channel
+//! per query (hickory-server's UDP transport spawned a task per packet and sent
+//! through a channel, which cost about a third of the throughput); TCP connections are served by [`super::tcp`],
 //! with its limits; NOTIFY goes out from [`super::notify`].
 
 use super::notify::notify_secondaries;
@@ -14,7 +14,10 @@ use ipnet::IpNet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc::UnboundedSender;
 use tracing::debug;
 
 /// Largest UDP response, whatever the client offers: the DNS Flag Day 2020 size,
@@ -116,12 +119,8 @@ impl DnsServer {
                 debug!(%error, "enlarging the UDP socket's buffers failed");
             }
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..loops {
-            let socket = UdpSocket::from_std(std_udp.try_clone().map_err(serve_error)?)
-                .map_err(serve_error)?;
-            tasks.spawn(serve_udp(socket, Worker::new(shared.clone())));
-        }
+        let (failed, mut failure) = tokio::sync::mpsc::unbounded_channel();
+        let udp = UdpThreads::start(&std_udp, &shared, loops, failed).map_err(serve_error)?;
         drop(std_udp);
         let tcp = tokio::spawn(serve_tcp(self.tcp, shared, options.tcp.clone()));
         let notify = (!options.transfer.notify.is_empty()).then(|| {
@@ -133,14 +132,10 @@ impl DnsServer {
             ))
         });
         let result = tokio::select! {
-            Some(result) = tasks.join_next() => match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(serve_error(e)),
-                Err(e) => Err(serve_error(std::io::Error::other(e))),
-            },
+            Some(e) = failure.recv() => Err(serve_error(e)),
             () = shutdown => Ok(()),
         };
-        tasks.abort_all();
+        drop(udp);
         tcp.abort();
         if let Some(n) = notify {
             n.abort();
@@ -162,15 +157,80 @@ pub async fn serve(
         .await
 }
 
-/// Answers UDP queries on `socket` until it fails: receive, answer and send in
-/// one task, with no task or channel per query (the server runs one such loop
-/// per core, on copies of the same socket).
-async fn serve_udp(socket: UdpSocket, mut worker: Worker) -> std::io::Result<()> {
+/// The UDP receive loops, one OS thread each on a blocking copy of the socket:
+/// the kernel hands each datagram to one waiting thread, with no readiness
+/// round trip through the runtime's event loop per query (and no wake-up of
+/// every loop for one datagram). Dropping this stops them within
+/// [`STOP_CHECK`].
+struct UdpThreads {
+    stop: Arc<AtomicBool>,
+}
+
+/// How often an idle receive loop looks whether it should stop.
+const STOP_CHECK: Duration = Duration::from_millis(200);
+
+impl UdpThreads {
+    /// Starts `loops` receive loops on copies of `socket`; a loop whose socket
+    /// fails reports it on `failed` and ends.
+    fn start(
+        socket: &std::net::UdpSocket,
+        shared: &Arc<Shared>,
+        loops: usize,
+        failed: UnboundedSender<std::io::Error>,
+    ) -> std::io::Result<UdpThreads> {
+        socket.set_nonblocking(false)?;
+        socket.set_read_timeout(Some(STOP_CHECK))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Handle::current();
+        for n in 0..loops {
+            let socket = socket.try_clone()?;
+            let worker = Worker::new(shared.clone());
+            let stop = stop.clone();
+            let failed = failed.clone();
+            let runtime = runtime.clone();
+            std::thread::Builder::new()
+                .name(format!("dns-udp-{n}"))
+                .spawn(move || {
+                    if let Err(e) = serve_udp(&socket, worker, &stop, &runtime) {
+                        let _ = failed.send(e);
+                    }
+                })?;
+        }
+        Ok(UdpThreads { stop })
+    }
+}
+
+impl Drop for UdpThreads {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Answers UDP queries on `socket` (blocking, with a read timeout) until it
+/// fails or `stop` is set: receive, answer and send on this thread. The rare
+/// query the fast path does not take is answered by the full handler, driven on
+/// `runtime`.
+fn serve_udp(
+    socket: &std::net::UdpSocket,
+    mut worker: Worker,
+    stop: &AtomicBool,
+    runtime: &tokio::runtime::Handle,
+) -> std::io::Result<()> {
     // Queries are small; 4096 bytes also holds any UDP query a client sends.
     let mut buf = vec![0u8; 4096];
-    loop {
-        let (len, src) = match socket.recv_from(&mut buf).await {
+    while !stop.load(Ordering::Relaxed) {
+        let (len, src) = match socket.recv_from(&mut buf) {
             Ok(got) => got,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             // The socket itself is gone: the server stops (and the process with it).
             Err(e)
                 if matches!(
@@ -192,19 +252,20 @@ async fn serve_udp(socket: UdpSocket, mut worker: Worker) -> std::io::Result<()>
         }
         let raw = &buf[..len];
         match worker.fast(raw, src, Protocol::Udp) {
-            Fast::Reply => send(&socket, &worker.out, src).await,
+            Fast::Reply => send(socket, &worker.out, src),
             Fast::Drop => {}
             Fast::Slow => {
-                for reply in worker.slow(raw, src, Protocol::Udp).await {
-                    send(&socket, &reply, src).await;
+                for reply in runtime.block_on(worker.slow(raw, src, Protocol::Udp)) {
+                    send(socket, &reply, src);
                 }
             }
         }
     }
+    Ok(())
 }
 
-async fn send(socket: &UdpSocket, reply: &[u8], to: SocketAddr) {
-    if let Err(error) = socket.send_to(reply, to).await {
+fn send(socket: &std::net::UdpSocket, reply: &[u8], to: SocketAddr) {
+    if let Err(error) = socket.send_to(reply, to) {
         debug!(%error, %to, "sending a DNS response failed");
     }
 }
