@@ -972,7 +972,7 @@ mod tests {
             ));
             assert!(matches!(
                 ZoneHandle::new().published(TOKEN, &keys),
-                Published::No {
+                Published::Unknown {
                     reason: Reason::ZoneNotLoaded,
                     ..
                 }

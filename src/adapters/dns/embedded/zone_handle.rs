@@ -343,8 +343,10 @@ impl ZoneHandle {
 /// published when this replica's zone serves them.
 impl Publisher for ZoneHandle {
     fn published(&self, token: &str, public_keys: &[&str]) -> Published {
+        // Before the first load nothing is known: a status that says published
+        // stays so (a restart must not flap every domain), any other waits.
         let Some(zone) = self.current() else {
-            return Published::No {
+            return Published::Unknown {
                 reason: Reason::ZoneNotLoaded,
                 message: "the embedded DNS zone has not loaded the SendingDomains yet".into(),
             };
