@@ -269,8 +269,10 @@ fn dmarc_advice(i: &Inputs<'_>) -> (Option<DmarcStatus>, Desired) {
     let prev = i.previous;
     let found = i.check.as_ref().and_then(|o| o.dmarc.as_ref());
     let Some(d) = found else {
+        // Carried once a check has said anything, including that the resolver
+        // could not tell (which leaves no advice to carry).
         let condition = match Desired::carried(&prev.conditions, T::DmarcPublished) {
-            Some(c) if prev.dmarc.is_some() => c,
+            Some(c) if prev.dmarc.is_some() || prev.last_checked_time.is_some() => c,
             _ => not_checked(T::DmarcPublished, "DMARC record has"),
         };
         return (prev.dmarc.clone(), condition);
@@ -1011,6 +1013,23 @@ mod tests {
         assert_eq!((d.policy.as_deref(), d.suggested), (Some("reject"), None));
     }
 
+    #[test]
+    fn a_dmarc_lookup_the_resolver_could_not_answer_stays_reported_until_the_next_check() {
+        let s0 = compute(inputs(&Default::default(), 10, None));
+        let unknown = Outcome {
+            dmarc: Some(Dmarc::Unknown("_dmarc.example.com: SERVFAIL".into())),
+            ..ok_check()
+        };
+        let s1 = compute(inputs(&s0, 20, Some(unknown)));
+        assert_eq!(s1.dmarc, None);
+        assert_eq!(
+            condition(&s1, T::DmarcPublished),
+            ("Unknown", "ResolverError")
+        );
+        // A reconcile without a check changes nothing, so writes nothing.
+        let s2 = compute(inputs(&s1, 30, None));
+        assert_eq!(s2, s1);
+    }
     #[test]
     fn a_held_status_keeps_everything_but_says_why() {
         let verified = compute(inputs(&Default::default(), 10, Some(ok_check())));
