@@ -7,6 +7,7 @@ pub mod reconcile;
 pub mod runner;
 
 use crate::adapters::kube::Domains;
+use crate::adapters::kube::events::{EventWriter, Note};
 use crate::adapters::kube::identity::TrustState;
 use crate::adapters::kube::writes::{Write, WriteError};
 use crate::core::api::{MANAGER, SendingDomain};
@@ -19,13 +20,12 @@ use crate::core::verify::{Control, Outcome};
 use crate::telemetry::health::Progress;
 use crate::telemetry::{Metrics, OutcomeLabels};
 use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 use pools::{FairPool, Pace};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Settings reconcile depends on.
@@ -52,6 +52,10 @@ pub struct Config {
 /// Reconciles at work at once (at least twice `--verify-concurrency`, so that
 /// reconciles waiting for a check never hold every turn).
 pub const RECONCILES_AT_WORK: usize = 256;
+
+/// Longest the first reconciles wait for the DKIM Secret cache's first list
+/// (see [`Context::secrets_loaded`]).
+pub const SECRETS_LOAD_WAIT: Duration = Duration::from_secs(30);
 
 /// Errors of one reconcile. Each names the action that failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +112,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The shared SendingDomain cache (for claims).
     pub domains: Arc<Domains>,
-    recorder: Recorder,
+    events: EventWriter,
     /// Bounds the reconciles at work at once, shared fairly between namespaces:
     /// a bulk apply or a restart wakes thousands together, and each one at work
     /// holds what it read and is about to write (a Secret, keys, a status
@@ -124,8 +128,9 @@ pub struct Context {
     check_pace: Pace,
     /// The running controller's cache of DKIM Secrets. Replaced each time this
     /// replica becomes the leader and starts a new controller: the previous
-    /// one's cache stopped following the API when it stopped.
-    secrets: RwLock<Option<Store<Secret>>>,
+    /// one's cache stopped following the API when it stopped. With it, when
+    /// it was made.
+    secrets: RwLock<Option<(Store<Secret>, Instant)>>,
     /// Reconciles in flight and finishing (for /healthz).
     pub progress: Arc<Progress>,
     /// Failed reconciles in a row, per SendingDomain (for the retry back-off).
@@ -144,12 +149,8 @@ impl Context {
         metrics: Arc<Metrics>,
         domains: Arc<Domains>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: EventWriter::new(client.clone(), MANAGER, std::env::var("POD_NAME").ok()),
             client,
             reconciles: FairPool::new(RECONCILES_AT_WORK.max(2 * config.verify_concurrency)),
             keygen: FairPool::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -210,7 +211,21 @@ impl Context {
     pub fn cached_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         read(&self.secrets)
             .as_ref()?
+            .0
             .get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Waits until the DKIM Secret cache holds its first list, so that the
+    /// reconciles right after a start (every domain at once) read their Secrets
+    /// from it rather than one GET each; at once after that. If the list takes
+    /// longer than [`SECRETS_LOAD_WAIT`] from the cache's start, reconciles go on
+    /// and read live.
+    pub async fn secrets_loaded(&self) {
+        let Some((store, since)) = read(&self.secrets).clone() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::from_std(since + SECRETS_LOAD_WAIT);
+        let _ = tokio::time::timeout_at(deadline, store.wait_until_ready()).await;
     }
 
     /// Waits for a turn to reconcile a SendingDomain of `namespace`.
@@ -219,7 +234,7 @@ impl Context {
     }
 
     fn use_secrets(&self, store: Store<Secret>) {
-        *self.secrets.write().unwrap_or_else(|e| e.into_inner()) = Some(store);
+        *self.secrets.write().unwrap_or_else(|e| e.into_inner()) = Some((store, Instant::now()));
     }
 
     /// Generates a key on the blocking pool so reconciles and DNS never stall, in
@@ -268,18 +283,14 @@ impl Context {
 
     /// Publishes an Event about `sd`; failures are logged, never fatal.
     pub async fn event(&self, sd: &SendingDomain, e: &StatusEvent) {
-        let ev = Event {
-            type_: if e.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: e.reason.to_string(),
-            note: Some(e.message.chars().take(1000).collect()),
-            action: "Reconcile".into(),
-            secondary: None,
+        let message: String = e.message.chars().take(1000).collect();
+        let note = Note {
+            warning: e.warning,
+            reason: &e.reason.to_string(),
+            action: "Reconcile",
+            message: &message,
         };
-        if let Err(error) = self.recorder.publish(&ev, &sd.object_ref(&())).await {
+        if let Err(error) = self.events.publish(sd.object_ref(&()), &note).await {
             tracing::warn!(%error, reason = %e.reason, "publishing an event failed");
         }
     }

@@ -202,9 +202,11 @@ fn error_policy(sd: Arc<SendingDomain>, err: &Error, ctx: Arc<Context>) -> Actio
 }
 
 /// A reconcile in its turn, counted for /healthz, its failures in a row for the
-/// back-off. Until its turn comes it holds only this small future: the
-/// reconcile's own (several KB) is made then, on the heap.
+/// back-off; after a start, once the DKIM Secret cache is filled. Until its
+/// turn comes it holds only this small future: the reconcile's own (several KB)
+/// is made then, on the heap.
 async fn tracked(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.secrets_loaded().await;
     let _turn = ctx
         .reconcile_turn(&sd.namespace().unwrap_or_default())
         .await;

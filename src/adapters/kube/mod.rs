@@ -5,6 +5,7 @@
 pub mod claims;
 pub mod client;
 pub mod domains;
+pub mod events;
 pub mod fence;
 pub mod identity;
 pub mod leader;
