@@ -111,7 +111,12 @@ pub fn is_stand_in(key: &KeyMaterial) -> bool {
 /// reconcile reads that Secret live. A Secret so compacted is read with
 /// [`StoredKeys::from_cache`]; it can only be compared with itself, and any
 /// write is made from a live read.
+///
+/// Annotations go too: nothing reads them from the cache, and a Secret
+/// imported with client-side `kubectl apply` carries its whole manifest, the
+/// private keys included, in `kubectl.kubernetes.io/last-applied-configuration`.
 pub fn compact_for_cache(secret: &mut Secret) {
+    secret.metadata.annotations = None;
     let Some(data) = secret.data.as_mut() else {
         return;
     };
@@ -400,6 +405,28 @@ pub(crate) mod tests {
             let s = secret(keys(), Selector::Anypost1);
             assert!(usable(&s, Some(&status_for(keys()))));
             assert_eq!(adoptable(&s, UID), Ok(()));
+        }
+
+        #[test]
+        fn a_secret_imported_with_kubectl_apply_keeps_no_private_key_in_the_cache() {
+            let mut s = secret(keys(), Selector::Anypost1);
+            let manifest = serde_json::to_string(&s).unwrap();
+            s.metadata.annotations = Some(BTreeMap::from([(
+                "kubectl.kubernetes.io/last-applied-configuration".into(),
+                manifest,
+            )]));
+            let c = cached(&s);
+            let pem = &keys()[Selector::Anypost1].pem;
+            let encoded = serde_json::to_string(&s).unwrap();
+            let private = |m: &str| {
+                m.contains(pem.lines().nth(1).unwrap())
+                    || m.contains(&data_encoding::BASE64.encode(pem.as_bytes())[..64])
+            };
+            assert!(private(&encoded), "the live Secret holds the key");
+            let kept = serde_json::to_string(&c).unwrap();
+            assert!(!private(&kept), "the cache holds a private key: {kept}");
+            assert_eq!(c.metadata.annotations, None);
+            assert!(usable(&s, Some(&status_for(keys()))));
         }
 
         #[test]
