@@ -1,8 +1,9 @@
 //! The embedded server's sockets: UDP queries are received, answered and sent in
 //! one blocking loop per core, each on its own thread, with no task or channel
 //! per query (hickory-server's UDP transport spawned a task per packet and sent
-//! through a channel, which cost about a third of the throughput); TCP connections are served by [`super::tcp`],
-//! with its limits; NOTIFY goes out from [`super::notify`].
+//! through a channel, which cost about a third of the throughput); TCP
+//! connections are served by [`super::tcp`], with its limits; NOTIFY goes out
+//! from [`super::notify`].
 
 use super::notify::notify_secondaries;
 use super::request::{Fast, ServeOptions, Shared, Worker};
@@ -180,12 +181,16 @@ impl UdpThreads {
     ) -> std::io::Result<UdpThreads> {
         socket.set_nonblocking(false)?;
         socket.set_read_timeout(Some(STOP_CHECK))?;
-        let stop = Arc::new(AtomicBool::new(false));
+        // Made first, so that a failure to start a later loop (returned below)
+        // drops it and stops the loops already started.
+        let threads = UdpThreads {
+            stop: Arc::new(AtomicBool::new(false)),
+        };
         let runtime = tokio::runtime::Handle::current();
         for n in 0..loops {
             let socket = socket.try_clone()?;
             let worker = Worker::new(shared.clone());
-            let stop = stop.clone();
+            let stop = threads.stop.clone();
             let failed = failed.clone();
             let runtime = runtime.clone();
             std::thread::Builder::new()
@@ -196,7 +201,7 @@ impl UdpThreads {
                     }
                 })?;
         }
-        Ok(UdpThreads { stop })
+        Ok(threads)
     }
 }
 
