@@ -95,7 +95,6 @@ async fn term(ctx: Arc<Context>) {
     )
     .default_backoff()
     .map_ok(move |event| keep_owned(&domains, event))
-    .modify(|s: &mut Secret| s.managed_fields_mut().clear())
     .reflect(secret_writer)
     .touched_objects();
     ctx.use_secrets(secret_store.clone());

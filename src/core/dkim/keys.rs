@@ -112,11 +112,13 @@ pub fn is_stand_in(key: &KeyMaterial) -> bool {
 /// [`StoredKeys::from_cache`]; it can only be compared with itself, and any
 /// write is made from a live read.
 ///
-/// Annotations go too: nothing reads them from the cache, and a Secret
-/// imported with client-side `kubectl apply` carries its whole manifest, the
-/// private keys included, in `kubectl.kubernetes.io/last-applied-configuration`.
+/// Annotations and managed fields go too: nothing reads them from the cache,
+/// and a Secret imported with client-side `kubectl apply` carries its whole
+/// manifest, the private keys included, in
+/// `kubectl.kubernetes.io/last-applied-configuration`.
 pub fn compact_for_cache(secret: &mut Secret) {
     secret.metadata.annotations = None;
+    secret.metadata.managed_fields = None;
     let Some(data) = secret.data.as_mut() else {
         return;
     };
