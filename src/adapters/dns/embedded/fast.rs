@@ -291,7 +291,7 @@ fn negative_body(soa: &Record, rcode: ResponseCode) -> Option<Body> {
 /// Whether a name's responses depend on its own records only: no NS (whose
 /// answer carries the glue of other names) and no CNAME into the zone (whose
 /// answer follows it).
-fn self_contained(sets: &[Vec<Record>], origin: &LowerName) -> bool {
+fn self_contained(sets: &[Box<[Record]>], origin: &LowerName) -> bool {
     sets.iter().flatten().all(|r| match &r.data {
         RData::NS(_) => false,
         RData::CNAME(CNAME(target)) => !origin.zone_of(&LowerName::new(target)),
@@ -304,7 +304,7 @@ fn self_contained(sets: &[Vec<Record>], origin: &LowerName) -> bool {
 fn prepare(
     served: &Served,
     lower: &LowerName,
-    rrsets: &[Vec<Record>],
+    rrsets: &[Box<[Record]>],
     id: &mut u32,
 ) -> Option<Node> {
     let name = Name::from(lower);

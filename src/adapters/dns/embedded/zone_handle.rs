@@ -45,8 +45,10 @@ pub(super) struct Served {
     pub(super) journal: Vec<Arc<Delta>>,
 }
 
-/// The RRsets of one name in wire format, one `Vec` per type.
-pub(super) type Sets = Arc<Vec<Vec<Record>>>;
+/// The RRsets of one name in wire format, one slice per type. Slices, not
+/// `Vec`s: a `Record` is 280 bytes, and a `Vec` collected from an iterator
+/// keeps room for four of them where most RRsets here hold one.
+pub(super) type Sets = Arc<[Box<[Record]>]>;
 
 fn name(n: &str) -> Option<Name> {
     wire::dns_name(n).ok()
@@ -93,13 +95,11 @@ impl Served {
                 same.then(|| old.clone())
             });
             let sets = kept.unwrap_or_else(|| {
-                Arc::new(
-                    group
-                        .iter()
-                        .map(|(_, _, set)| wire_records_at(&owner_name, set))
-                        .filter(|records| !records.is_empty())
-                        .collect(),
-                )
+                group
+                    .iter()
+                    .map(|(_, _, set)| wire_records_at(&owner_name, set).into_boxed_slice())
+                    .filter(|records| !records.is_empty())
+                    .collect()
             });
             for records in sets.iter() {
                 if records[0].record_type() == hrr::RecordType::SOA && lower == origin {
