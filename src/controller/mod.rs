@@ -5,6 +5,7 @@ pub mod own_writes;
 pub mod pools;
 pub mod reconcile;
 pub mod runner;
+pub mod secret_cache;
 
 use crate::adapters::kube::Domains;
 use crate::adapters::kube::events::{EventWriter, Note};
@@ -23,9 +24,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 use pools::{FairPool, Pace};
+use secret_cache::SecretCache;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Settings reconcile depends on.
@@ -130,7 +132,7 @@ pub struct Context {
     /// replica becomes the leader and starts a new controller: the previous
     /// one's cache stopped following the API when it stopped. With it, when
     /// it was made.
-    secrets: RwLock<Option<(Store<Secret>, Instant)>>,
+    secrets: RwLock<Option<Arc<SecretCache>>>,
     /// Reconciles in flight and finishing (for /healthz).
     pub progress: Arc<Progress>,
     /// Failed reconciles in a row, per SendingDomain (for the retry back-off).
@@ -209,10 +211,7 @@ impl Context {
     /// it (nothing else is kept). It may lag the API: reconcile only trusts it
     /// when it agrees with status and asks for no write.
     pub fn cached_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        read(&self.secrets)
-            .as_ref()?
-            .0
-            .get(&ObjectRef::new(name).within(namespace))
+        read(&self.secrets).as_ref()?.get(namespace, name)
     }
 
     /// Waits until the DKIM Secret cache holds its first list, so that the
@@ -221,11 +220,10 @@ impl Context {
     /// longer than [`SECRETS_LOAD_WAIT`] from the cache's start, reconciles go on
     /// and read live.
     pub async fn secrets_loaded(&self) {
-        let Some((store, since)) = read(&self.secrets).clone() else {
+        let Some(cache) = read(&self.secrets).clone() else {
             return;
         };
-        let deadline = tokio::time::Instant::from_std(since + SECRETS_LOAD_WAIT);
-        let _ = tokio::time::timeout_at(deadline, store.wait_until_ready()).await;
+        cache.loaded(SECRETS_LOAD_WAIT).await;
     }
 
     /// Waits for a turn to reconcile a SendingDomain of `namespace`.
@@ -234,7 +232,8 @@ impl Context {
     }
 
     fn use_secrets(&self, store: Store<Secret>) {
-        *self.secrets.write().unwrap_or_else(|e| e.into_inner()) = Some((store, Instant::now()));
+        *self.secrets.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(Arc::new(SecretCache::follow(store)));
     }
 
     /// Generates a key on the blocking pool so reconciles and DNS never stall, in
