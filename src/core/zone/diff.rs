@@ -120,30 +120,53 @@ pub fn plan(current: &Zone, desired: &Zone) -> Plan {
     let mut replaces = Vec::new();
     let mut creates = Vec::new();
     let mut owned = 0;
-    for (name, rtype, old) in current.iter().filter(|(n, t, _)| keep(n, *t)) {
-        owned += 1;
-        match desired.get(name, rtype) {
-            None => deletes.push(Change::Delete {
-                name: name.to_string(),
-                rtype,
-                old: old.clone(),
-            }),
-            Some(new) if new != old => replaces.push(Change::Replace {
-                name: name.to_string(),
-                rtype,
-                old: old.clone(),
-                new: new.clone(),
-            }),
-            Some(_) => {}
-        }
-    }
-    for (name, rtype, new) in desired.iter().filter(|(n, t, _)| keep(n, *t)) {
-        if current.get(name, rtype).is_none() {
-            creates.push(Change::Create {
-                name: name.to_string(),
-                rtype,
-                new: new.clone(),
-            });
+    // Both zones iterate in the same order (name, then type): one merged pass,
+    // with no lookup (and no name copied) per RRset.
+    let mut old = current.iter().filter(|(n, t, _)| keep(n, *t)).peekable();
+    let mut new = desired.iter().filter(|(n, t, _)| keep(n, *t)).peekable();
+    loop {
+        let order = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((on, ot, _)), Some((nn, nt, _))) => (on, ot).cmp(&(nn, nt)),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let Some((name, rtype, old)) = old.next() else {
+                    break;
+                };
+                owned += 1;
+                deletes.push(Change::Delete {
+                    name: name.to_string(),
+                    rtype,
+                    old: old.clone(),
+                });
+            }
+            std::cmp::Ordering::Greater => {
+                let Some((name, rtype, new)) = new.next() else {
+                    break;
+                };
+                creates.push(Change::Create {
+                    name: name.to_string(),
+                    rtype,
+                    new: new.clone(),
+                });
+            }
+            std::cmp::Ordering::Equal => {
+                let (Some((name, rtype, was)), Some((_, _, now))) = (old.next(), new.next()) else {
+                    break;
+                };
+                owned += 1;
+                if was != now {
+                    replaces.push(Change::Replace {
+                        name: name.to_string(),
+                        rtype,
+                        old: was.clone(),
+                        new: now.clone(),
+                    });
+                }
+            }
         }
     }
     deletes.extend(replaces);

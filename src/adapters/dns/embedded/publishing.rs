@@ -9,7 +9,8 @@
 use super::zone_handle::ZoneHandle;
 use crate::adapters::kube::Domains;
 use crate::adapters::kube::identity::TrustState;
-use crate::core::zone::{ZoneConfig, desired_zone, plan};
+use crate::core::trust::Trust;
+use crate::core::zone::{ZoneConfig, desired_zone};
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub async fn keep_publishing(
     if !domains.ready().await {
         return;
     }
+    let cfg = Arc::new(cfg);
     let mut on_loaded = Some(on_loaded);
     loop {
         changes.mark_unchanged();
@@ -43,25 +45,22 @@ pub async fn keep_publishing(
             _ => None,
         };
         if let Some(trust) = believed {
-            let all = domains.all();
-            let zone = desired_zone(&cfg, &trust, &all);
-            let untrusted = all.iter().filter(|d| trust.refuses(d)).count();
-            metrics.untrusted_statuses.set(untrusted as i64);
-            let before = handle.current();
-            let counts = before.as_deref().map(|b| plan(b, &zone).counts());
-            if let Some(serial) = handle.publish(zone) {
-                let (created, replaced, deleted) = counts.unwrap_or_default();
-                info!(
-                    serial,
-                    domains = all.len(),
-                    untrusted,
-                    created,
-                    replaced,
-                    deleted,
-                    "zone published"
-                );
+            // Building and indexing the zone takes a while with many domains:
+            // on a blocking thread, so the runtime's workers (the watches, the
+            // reconciles, the HTTP endpoints) never wait for it.
+            let (cfg, domains, handle, metrics) = (
+                cfg.clone(),
+                domains.clone(),
+                handle.clone(),
+                metrics.clone(),
+            );
+            let rebuilt = tokio::task::spawn_blocking(move || {
+                republish(&cfg, &trust, &domains, &handle, &metrics);
+            })
+            .await;
+            if rebuilt.is_err() {
+                return;
             }
-            drop(all);
             if let Some(loaded) = on_loaded.take() {
                 loaded();
             }
@@ -71,5 +70,31 @@ pub async fn keep_publishing(
             r = trust.changed() => if r.is_err() { return },
         }
         tokio::time::sleep(COALESCE).await;
+    }
+}
+
+/// Builds the zone from every SendingDomain the cache holds now and serves it.
+fn republish(
+    cfg: &ZoneConfig,
+    trust: &Trust,
+    domains: &Domains,
+    handle: &ZoneHandle,
+    metrics: &Metrics,
+) {
+    let all = domains.all();
+    let zone = desired_zone(cfg, trust, &all);
+    let untrusted = all.iter().filter(|d| trust.refuses(d)).count();
+    metrics.untrusted_statuses.set(untrusted as i64);
+    if let Some(published) = handle.publish_counted(zone) {
+        let changed = published.changed;
+        info!(
+            serial = published.serial,
+            domains = all.len(),
+            untrusted,
+            created = changed.created,
+            replaced = changed.replaced,
+            deleted = changed.deleted,
+            "zone published"
+        );
     }
 }

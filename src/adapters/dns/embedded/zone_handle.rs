@@ -73,10 +73,21 @@ impl Served {
         let mut soa = None;
         let mut transfer_len = 2;
         let mut all = zone.iter().peekable();
+        // The previous zone, walked alongside (both are in the same order), to
+        // tell which names kept their RRsets without a lookup per RRset.
+        let mut before = previous.map(|p| p.zone.iter().peekable());
+        let (mut group, mut was) = (Vec::new(), Vec::new());
         while let Some((owner, _, _)) = all.peek().copied() {
-            let mut group = Vec::new();
+            group.clear();
             while let Some(entry) = all.next_if(|(o, _, _)| *o == owner) {
                 group.push(entry);
+            }
+            was.clear();
+            if let Some(before) = before.as_mut() {
+                while before.next_if(|(o, _, _)| *o < owner).is_some() {}
+                while let Some(entry) = before.next_if(|(o, _, _)| *o == owner) {
+                    was.push(entry);
+                }
             }
             let Some(owner_name) = name(owner) else {
                 warn!(
@@ -88,11 +99,7 @@ impl Served {
             let lower = LowerName::new(&owner_name);
             let kept = previous.and_then(|p| {
                 let old = p.nodes.get(&lower)?;
-                let same = old.len() == group.len()
-                    && group
-                        .iter()
-                        .all(|(_, t, set)| p.zone.get(owner, *t) == Some(*set));
-                same.then(|| old.clone())
+                (old.len() == group.len() && was == group).then(|| old.clone())
             });
             let sets = kept.unwrap_or_else(|| {
                 group
@@ -192,11 +199,34 @@ fn missing(owner: &str, old: &RrSet, new: Option<&RrSet>) -> Vec<Record> {
     wire_records(owner, &gone)
 }
 
+/// What a publish changed: RRsets created, replaced and deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changed {
+    pub created: usize,
+    pub replaced: usize,
+    pub deleted: usize,
+}
+
+/// A zone served by [`ZoneHandle::publish_counted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publication {
+    pub serial: u32,
+    /// What changed from the zone served before (nothing for the first).
+    pub changed: Changed,
+}
+
 /// The change from `old` to `new` record by record (RFC 1995's deleted and
-/// added records), between their SOAs.
-fn delta(old: &Served, new: &Served) -> Delta {
+/// added records), between their SOAs, and the RRsets it touched.
+fn delta(old: &Served, new: &Served) -> (Delta, Changed) {
     let (mut deleted, mut added) = (Vec::new(), Vec::new());
-    for change in plan(&old.zone, &new.zone).changes {
+    let plan = plan(&old.zone, &new.zone);
+    let (created, replaced, gone) = plan.counts();
+    let changed = Changed {
+        created,
+        replaced,
+        deleted: gone,
+    };
+    for change in plan.changes {
         match &change {
             Change::Create { name, new, .. } => added.extend(wire_records(name, new)),
             Change::Delete { name, old, .. } => deleted.extend(wire_records(name, old)),
@@ -206,12 +236,13 @@ fn delta(old: &Served, new: &Served) -> Delta {
             }
         }
     }
-    Delta {
+    let delta = Delta {
         old_soa: old.soa().clone(),
         new_soa: new.soa().clone(),
         deleted,
         added,
-    }
+    };
+    (delta, changed)
 }
 
 /// Adds `delta` to the journal, keeping the newest [`JOURNAL_DELTAS`] and
@@ -272,7 +303,12 @@ impl ZoneHandle {
     /// served now. Gives the SOA serial of the published zone, or `None` when
     /// nothing changed. The serial is the unix time, or one more than the previous
     /// serial if that is not greater ([`next_serial`]).
-    pub fn publish(&self, mut zone: Zone) -> Option<u32> {
+    pub fn publish(&self, zone: Zone) -> Option<u32> {
+        self.publish_counted(zone).map(|p| p.serial)
+    }
+
+    /// [`publish`](Self::publish), telling also what changed.
+    pub fn publish_counted(&self, mut zone: Zone) -> Option<Publication> {
         let mut journal = self
             .publishing
             .lock()
@@ -292,15 +328,18 @@ impl ZoneHandle {
         let rrsets = zone.len();
         match Served::build(zone, current.as_deref()) {
             Some(mut served) => {
+                let mut changed = Changed::default();
                 if let Some(cur) = &current {
-                    record(&mut journal, delta(cur, &served), served.transfer_len);
+                    let (delta, counts) = delta(cur, &served);
+                    changed = counts;
+                    record(&mut journal, delta, served.transfer_len);
                 }
                 served.journal = journal.iter().cloned().collect();
                 self.served.send_replace(Some(Arc::new(served)));
                 self.metrics.publishes.inc();
                 self.metrics.serial.set(i64::from(serial));
                 self.metrics.rrsets.set(rrsets as i64);
-                Some(serial)
+                Some(Publication { serial, changed })
             }
             None => {
                 warn!(zone = %origin, "not publishing a zone without an SOA or with an invalid origin");
