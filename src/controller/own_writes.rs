@@ -60,7 +60,14 @@ impl OwnWrites {
         match p.by_uid.get(uid) {
             None => false,
             Some((from, at)) if from == version && at.elapsed() < PATIENCE => true,
-            Some(_) => {
+            Some((from, _)) => {
+                if from == version {
+                    tracing::warn!(
+                        uid,
+                        patience = ?PATIENCE,
+                        "the SendingDomain watch has not shown this operator's last status write of the object; reconciling it as the cache has it"
+                    );
+                }
                 p.by_uid.remove(uid);
                 false
             }
