@@ -274,3 +274,106 @@ fn send(socket: &std::net::UdpSocket, reply: &[u8], to: SocketAddr) {
         debug!(%error, %to, "sending a DNS response failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::dns::embedded::RrlConfig;
+    use crate::core::zone::desired_zone;
+    use crate::core::zone::fixtures::{cfg, domain};
+    use hickory_proto::op::{Message, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+    use std::collections::HashMap;
+
+    const TOKEN: &str = "abcdefghijklmnop";
+
+    fn query(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = id;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        m.to_vec().unwrap()
+    }
+
+    /// Queries from several clients at once, sent faster than they are
+    /// answered (they queue in the socket, and every loop takes from it):
+    /// every query gets exactly its own answer, at the address it came from,
+    /// the full handler's (ANY) included.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_from_several_clients_gets_every_answer_at_its_source() {
+        let handle = ZoneHandle::new();
+        let zone = desired_zone(
+            &cfg(),
+            &crate::core::trust::Trust::as_written(),
+            &[domain(
+                "acme",
+                "example.com",
+                TOKEN,
+                &[("anypost1", "QUJD")],
+                true,
+                1,
+            )],
+        );
+        handle.publish(zone).unwrap();
+        let server = DnsServer::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        let options = ServeOptions {
+            rrl: RrlConfig {
+                rate: 0,
+                ..RrlConfig::default()
+            },
+            ..ServeOptions::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run_with(handle, options, async {
+            let _ = stopped.await;
+        }));
+        let origin = "dns.anypost.example.";
+        let mx = format!("{TOKEN}.{origin}");
+        let clients: Vec<std::net::UdpSocket> = (0..4)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        const EACH: u16 = 100;
+        let answers = tokio::task::spawn_blocking(move || {
+            for (c, sock) in clients.iter().enumerate() {
+                sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                for i in 0..EACH {
+                    let id = (c as u16) * 1000 + i;
+                    // Every tenth query takes the full handler.
+                    let qtype = if i % 10 == 0 {
+                        RecordType::ANY
+                    } else {
+                        RecordType::MX
+                    };
+                    sock.send_to(&query(id, &mx, qtype), addr).unwrap();
+                }
+            }
+            let mut got: HashMap<u16, (usize, ResponseCode, usize)> = HashMap::new();
+            for (c, sock) in clients.iter().enumerate() {
+                let mut buf = [0u8; 2048];
+                for _ in 0..EACH {
+                    let (len, from) = sock.recv_from(&mut buf).expect("an answer to every query");
+                    assert_eq!(from, addr);
+                    let m = Message::from_vec(&buf[..len]).unwrap();
+                    let e = got
+                        .entry(m.metadata.id)
+                        .or_insert((c, m.metadata.response_code, 0));
+                    assert_eq!(e.0, c, "answer {} reached another client", m.metadata.id);
+                    e.1 = m.metadata.response_code;
+                    e.2 += m.answers.len();
+                }
+            }
+            got
+        })
+        .await
+        .unwrap();
+        assert_eq!(answers.len(), 4 * usize::from(EACH), "one answer per query");
+        for (id, (_, code, records)) in &answers {
+            assert_eq!(*code, ResponseCode::NoError, "query {id}");
+            assert!(*records >= 1, "query {id} was answered without its MX");
+        }
+        stop.send(()).unwrap();
+        serving.await.unwrap().unwrap();
+    }
+}
