@@ -202,19 +202,40 @@ fn error_policy(sd: Arc<SendingDomain>, err: &Error, ctx: Arc<Context>) -> Actio
 
 /// A reconcile in its turn, counted for /healthz, its failures in a row for the
 /// back-off; after a start, once the DKIM Secret cache is filled. Until its
-/// turn comes it holds only this small future: the reconcile's own (several KB)
-/// is made then, on the heap.
+/// turn comes it holds only this small future and the object's reference: the
+/// reconcile's own state (several KB) is made then, on the heap, and the object
+/// is read from the cache then.
+///
+/// The object handed over when the reconcile was queued may be minutes old by
+/// its turn (thousands of domains queue after a start), and may predate this
+/// controller's own last status write by longer than the write is remembered
+/// ([`crate::controller::own_writes`]): acting on it checked domains a second
+/// time. Holding it also kept a second copy of every queued object alive once
+/// the cache had a newer one.
 async fn tracked(sd: Arc<SendingDomain>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*sd);
+    let namespace = sd.namespace().unwrap_or_default();
+    drop(sd);
     ctx.secrets_loaded().await;
-    let _turn = ctx
-        .reconcile_turn(&sd.namespace().unwrap_or_default())
-        .await;
+    let _turn = ctx.reconcile_turn(&namespace).await;
+    let Some(sd) = latest(&ctx.domains.store(), &key) else {
+        // Gone from the cache meanwhile: deleted, nothing left to do.
+        return Ok(Action::await_change());
+    };
     let _working = ctx.progress.begin();
     let result = Box::pin(reconcile(sd.clone(), ctx.clone())).await;
     if result.is_ok() {
         ctx.succeeded(&sd);
     }
     result
+}
+
+/// The object `key` names as the cache holds it now.
+fn latest(
+    store: &Store<SendingDomain>,
+    key: &ObjectRef<SendingDomain>,
+) -> Option<Arc<SendingDomain>> {
+    store.get(key)
 }
 
 /// The wait before retrying a SendingDomain whose reconcile failed `failures`
@@ -285,6 +306,35 @@ pub fn count_by_ready(domains: &[Arc<SendingDomain>]) -> HashMap<ReadyLabels, i6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at_version(version: &str) -> SendingDomain {
+        let mut sd = SendingDomain::new(
+            "d",
+            SendingDomainSpec {
+                domain: "example.com".into(),
+                dkim: None,
+                tracking: None,
+            },
+        );
+        sd.metadata.namespace = Some("acme".into());
+        sd.metadata.uid = Some("u1".into());
+        sd.metadata.resource_version = Some(version.into());
+        sd
+    }
+
+    #[test]
+    fn a_queued_reconcile_acts_on_the_object_the_cache_holds_at_its_turn() {
+        let (store, mut writer) = reflector::store::<SendingDomain>();
+        let queued = at_version("1");
+        writer.apply_watcher_event(&watcher::Event::Apply(queued.clone()));
+        let key = ObjectRef::from_obj(&queued);
+        // The controller's own status write arrives while the reconcile waits.
+        writer.apply_watcher_event(&watcher::Event::Apply(at_version("2")));
+        let now = latest(&store, &key).expect("still there");
+        assert_eq!(now.metadata.resource_version.as_deref(), Some("2"));
+        writer.apply_watcher_event(&watcher::Event::Delete(at_version("3")));
+        assert!(latest(&store, &key).is_none(), "deleted meanwhile");
+    }
 
     #[test]
     fn failed_reconciles_back_off_doubling_to_a_cap_with_jitter_below() {
