@@ -308,14 +308,7 @@ mod tests {
     use super::*;
 
     fn at_version(version: &str) -> SendingDomain {
-        let mut sd = SendingDomain::new(
-            "d",
-            SendingDomainSpec {
-                domain: "example.com".into(),
-                dkim: None,
-                tracking: None,
-            },
-        );
+        let mut sd = (*domain(None)).clone();
         sd.metadata.namespace = Some("acme".into());
         sd.metadata.uid = Some("u1".into());
         sd.metadata.resource_version = Some(version.into());
